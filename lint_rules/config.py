@@ -1,0 +1,199 @@
+"""Lint configuration: which calls are FMHA kernels, which methods run at forward time.
+
+Defaults cover SGLang's and vLLM's FlashInfer / FlashAttention / FlashMLA entry points.
+A project extends them in ``setup.cfg`` (``[fmha-guard]``) or ``pyproject.toml``
+(``[tool.fmha-guard]``)::
+
+    [fmha-guard]
+    extra-kernel-calls = my_paged_attention, _launch_*
+    extra-forward-methods = run_attention
+    extra-immutable-pool-facts = kv_cache_dim
+
+Every name list accepts ``fnmatch`` patterns (``_run_*_kernel``).
+"""
+
+from __future__ import annotations
+
+import configparser
+import fnmatch
+import sys
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+DEFAULT_KERNEL_CALLS: tuple[str, ...] = (
+    # FlashInfer trtllm-gen / xqa entry points (flashinfer.prefill / decode / mla / xqa)
+    "trtllm_batch_context_with_kv_cache",
+    "trtllm_batch_decode_with_kv_cache",
+    "trtllm_batch_decode_with_kv_cache_mla",
+    "trtllm_ragged_attention_deepseek",
+    "trtllm_fmha_v2_prefill",
+    "xqa",
+    "xqa_mla",
+    "xqa_batch_decode_with_kv_cache",
+    "xqa_batch_decode_with_kv_cache_mla",
+    "cutlass_mla_decode",
+    # FlashAttention (fa2/fa3/fa4) and FlashMLA
+    "flash_attn_with_kvcache",
+    "flash_attn_varlen_func",
+    "flash_mla_with_kvcache",
+    "flash_mla_sparse_fwd",
+    # private launch helpers of a backend class (SGLang's `_run_prefill_kernel`, ...)
+    "_run_*_kernel",
+    "_launch_*_kernel",
+)
+
+#: Kernel keyword arguments that never carry a batch extent: per-head scale factors
+#: (``k_descale = layer.k_scale.expand(bs, heads)`` is broadcast, not indexed by request).
+DEFAULT_IGNORED_KERNEL_ARGS: tuple[str, ...] = ("*scale*",)
+
+#: Methods of an attention backend that run once per layer at forward time.
+DEFAULT_FORWARD_METHODS: tuple[str, ...] = ("forward", "forward_*", "_forward_*")
+
+#: Methods that plan metadata (they run before DP padding is final, or own the
+#: CUDA-graph buffers); a batch size read there is the planner's business.
+DEFAULT_PLANNING_METHODS: tuple[str, ...] = (
+    "init_forward_metadata*",
+    "*cuda_graph*",
+    "*_metadata",
+    "*_metadata_*",
+)
+
+#: Attributes of the model runner that name the KV pool a draft worker may swap.
+DEFAULT_POOL_ATTRIBUTES: tuple[str, ...] = ("token_to_kv_pool",)
+
+#: ``self.<name> = model_runner.<pool attribute>`` with the same name is the
+#: engine's swap point (it is rebound when the pool changes), not a stale copy.
+DEFAULT_SWAP_POINTS: tuple[str, ...] = ("token_to_kv_pool",)
+
+#: Pool facts that a swap never changes: reading them in ``__init__`` is safe.
+DEFAULT_IMMUTABLE_POOL_FACTS: tuple[str, ...] = (
+    "dtype",
+    "*_dtype",
+    "*_fp8",
+    "store_dtype",
+    "head_num",
+    "head_dim",
+    "v_head_dim",
+    "kv_lora_rank",
+    "qk_rope_head_dim",
+    "page_size",
+    "device",
+    "kv_cache_dim",
+    "get_v_head_dim",
+    "get_head_dim",
+    "layer_num",
+    "start_layer",
+    "end_layer",
+)
+
+
+def _matches(name: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+class LintConfig(BaseModel):
+    """Names the rules reason about; every field is a tuple of fnmatch patterns."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kernel_calls: tuple[str, ...] = DEFAULT_KERNEL_CALLS
+    ignored_kernel_args: tuple[str, ...] = DEFAULT_IGNORED_KERNEL_ARGS
+    forward_methods: tuple[str, ...] = DEFAULT_FORWARD_METHODS
+    planning_methods: tuple[str, ...] = DEFAULT_PLANNING_METHODS
+    pool_attributes: tuple[str, ...] = DEFAULT_POOL_ATTRIBUTES
+    swap_points: tuple[str, ...] = DEFAULT_SWAP_POINTS
+    immutable_pool_facts: tuple[str, ...] = DEFAULT_IMMUTABLE_POOL_FACTS
+
+    def is_kernel_call(self, name: str) -> bool:
+        return _matches(name, self.kernel_calls)
+
+    def is_ignored_kernel_arg(self, keyword: str) -> bool:
+        return _matches(keyword, self.ignored_kernel_args)
+
+    def is_forward_method(self, name: str) -> bool:
+        """True for a per-layer forward-time method that is not a metadata planner."""
+        return _matches(name, self.forward_methods) and not _matches(name, self.planning_methods)
+
+    def is_pool_attribute(self, name: str) -> bool:
+        return _matches(name, self.pool_attributes)
+
+    def is_swap_point(self, name: str) -> bool:
+        return _matches(name, self.swap_points)
+
+    def is_immutable_pool_fact(self, name: str) -> bool:
+        return _matches(name, self.immutable_pool_facts)
+
+    @cached_property
+    def pool_words(self) -> tuple[str, ...]:
+        """Literal words a file must contain for the pool rules to look at it."""
+        return tuple(p.split("*")[0] for p in self.pool_attributes if p.split("*")[0])
+
+    @classmethod
+    def extended(cls, **extra: list[str]) -> "LintConfig":
+        """The defaults plus ``extra`` names per field (``kernel_calls=[...]``)."""
+        base = cls()
+        fields = {k: tuple(getattr(base, k)) + tuple(v) for k, v in extra.items() if v}
+        return cls(**fields)
+
+
+_KEYS = {
+    "extra-kernel-calls": "kernel_calls",
+    "extra-ignored-kernel-args": "ignored_kernel_args",
+    "extra-forward-methods": "forward_methods",
+    "extra-planning-methods": "planning_methods",
+    "extra-pool-attributes": "pool_attributes",
+    "extra-swap-points": "swap_points",
+    "extra-immutable-pool-facts": "immutable_pool_facts",
+}
+
+
+class ConfigError(ValueError):
+    """A configuration file names an unknown key or holds a malformed value."""
+
+
+def _split(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [v.strip() for v in value.replace("\n", ",").split(",") if v.strip()]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise ConfigError(f"expected a list of names, got {value!r}")
+
+
+def _from_mapping(section: dict[str, object], origin: str) -> LintConfig:
+    extra: dict[str, list[str]] = {}
+    for key, value in section.items():
+        field = _KEYS.get(key.replace("_", "-"))
+        if field is None:
+            raise ConfigError(f"{origin}: unknown key {key!r}; known keys: {', '.join(_KEYS)}")
+        extra[field] = _split(value)
+    return LintConfig.extended(**extra)
+
+
+def load_config(start: Path) -> LintConfig:
+    """Find the nearest ``setup.cfg`` / ``pyproject.toml`` with an fmha-guard section.
+
+    Searches ``start`` and its parents; returns the defaults when none is found.
+    Raises :class:`ConfigError` for an unknown key.
+    """
+    start = start.resolve()
+    for folder in [start, *start.parents] if start.is_dir() else [*start.parents]:
+        pyproject = folder / "pyproject.toml"
+        if pyproject.is_file():
+            data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+            section = data.get("tool", {}).get("fmha-guard")
+            if section is not None:
+                return _from_mapping(section, str(pyproject))
+        setup_cfg = folder / "setup.cfg"
+        if setup_cfg.is_file():
+            parser = configparser.ConfigParser()
+            parser.read(setup_cfg, encoding="utf-8")
+            if parser.has_section("fmha-guard"):
+                return _from_mapping(dict(parser.items("fmha-guard")), str(setup_cfg))
+    return LintConfig()

@@ -1,0 +1,230 @@
+"""A small forward data-flow over one function body: which local names derive from a source.
+
+Both GR001 (values derived from ``forward_batch.batch_size``) and GR002 (facts derived
+from ``model_runner.token_to_kv_pool``) ask the same question: "does this expression,
+at this point of the method, carry the source?". The walk follows statements in order,
+re-binds a name when it is assigned (``bs = forward_batch.batch_size`` taints ``bs``,
+``bs = cu_seqlens_q.shape[0] - 1`` clears it), merges both arms of an ``if``, and runs
+loop bodies twice so that a name tainted late in the body reaches its start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import libcst as cst
+
+
+@dataclass(frozen=True)
+class FlowState:
+    """What is known before a statement: tainted local names, and a rule-defined flag."""
+
+    tainted: frozenset[str] = frozenset()
+    #: Set by a rule hook (GR001: a dominating re-plan guard has run).
+    guarded: bool = False
+    #: The path returned or raised: it does not flow into what follows a branch.
+    dead: bool = False
+
+    def merge(self, other: "FlowState") -> "FlowState":
+        if self.dead:
+            return other
+        if other.dead:
+            return self
+        return FlowState(self.tainted | other.tainted, self.guarded and other.guarded)
+
+    def bind(self, names: Sequence[str], tainted: bool) -> "FlowState":
+        if not names:
+            return self
+        new = set(self.tainted)
+        if tainted:
+            new.update(names)
+        else:
+            new.difference_update(names)
+        return replace(self, tainted=frozenset(new))
+
+
+Verdict = Literal["source", "clean"] | None
+#: Decides a node on its own: "source" (it carries the fact), "clean" (it does not,
+#: whatever it contains: an immutable pool fact), or None (look inside).
+Classifier = Callable[[cst.CSTNode, FlowState], Verdict]
+
+
+def tainted_parts(expr: cst.CSTNode, state: FlowState, classify: Classifier) -> list[cst.CSTNode]:
+    """The source nodes and tainted names inside ``expr`` (empty: the expression is clean)."""
+    hits: list[cst.CSTNode] = []
+
+    class _Walk(cst.CSTVisitor):
+        def on_visit(self, node: cst.CSTNode) -> bool:
+            verdict = classify(node, state)
+            if verdict == "source":
+                hits.append(node)
+                return False
+            if verdict == "clean":
+                return False
+            if isinstance(node, cst.Name):
+                if node.value in state.tainted:
+                    hits.append(node)
+                return False
+            if isinstance(node, cst.Attribute):  # `x.attr`: the attr is no variable
+                node.value.visit(self)
+                return False
+            if isinstance(node, cst.Arg):  # `f(batch_size=x)`: the keyword is no variable
+                node.value.visit(self)
+                return False
+            return not isinstance(node, (cst.Lambda, cst.FunctionDef, cst.ClassDef))
+
+    expr.visit(_Walk())
+    return hits
+
+
+def target_names(target: cst.BaseExpression) -> list[str]:
+    """Local names bound by an assignment target (tuples and starred unpacked)."""
+    if isinstance(target, cst.Name):
+        return [target.value]
+    if isinstance(target, (cst.Tuple, cst.List)):
+        return [n for el in target.elements for n in target_names(el.value)]
+    if isinstance(target, cst.StarredElement):
+        return target_names(target.value)
+    return []
+
+
+#: Called for each simple statement and each compound statement's header expression,
+#: with the state before it; may return a new state (None keeps it).
+StatementHook = Callable[[cst.CSTNode, FlowState], "FlowState | None"]
+#: Called after an ``if`` with the state before and after it; returns the state to keep.
+AfterIfHook = Callable[[cst.If, FlowState, FlowState], FlowState]
+#: Per-element taint of a call's result (``a, b = self.helper(x)``), or None if unknown.
+CallSummary = Callable[[cst.Call, FlowState], "list[bool] | None"]
+
+
+class FlowWalker:
+    """Walks a statement list in order, keeping :class:`FlowState` up to date."""
+
+    def __init__(
+        self,
+        classify: Classifier,
+        on_statement: StatementHook,
+        after_if: AfterIfHook | None = None,
+        call_summary: CallSummary | None = None,
+    ) -> None:
+        self.classify = classify
+        self.on_statement = on_statement
+        self.after_if = after_if
+        self.call_summary = call_summary
+
+    def _bind_target(self, target: cst.BaseExpression, value: cst.BaseExpression, state: FlowState) -> FlowState:
+        """Bind one assignment target; unpack a tuple element-wise when the value allows."""
+        if isinstance(target, (cst.Tuple, cst.List)):
+            parts: list[bool] | None = None
+            if isinstance(value, (cst.Tuple, cst.List)) and len(value.elements) == len(target.elements):
+                parts = [self.is_tainted(el.value, state) for el in value.elements]
+            elif isinstance(value, cst.Call) and self.call_summary is not None:
+                parts = self.call_summary(value, state)
+            if parts is not None and len(parts) == len(target.elements):
+                for el, tainted in zip(target.elements, parts):
+                    state = state.bind(target_names(el.value), tainted)
+                return state
+        return state.bind(target_names(target), self.is_tainted(value, state))
+
+    def is_tainted(self, expr: cst.CSTNode, state: FlowState) -> bool:
+        return bool(tainted_parts(expr, state, self.classify))
+
+    def _visit(self, node: cst.CSTNode, state: FlowState) -> FlowState:
+        new = self.on_statement(node, state)
+        return state if new is None else new
+
+    def run(self, body: Sequence[cst.CSTNode], state: FlowState) -> FlowState:
+        for stmt in body:
+            state = self._statement(stmt, state)
+        return state
+
+    def _block(self, block: cst.BaseSuite, state: FlowState) -> FlowState:
+        if isinstance(block, cst.IndentedBlock):
+            return self.run(block.body, state)
+        if isinstance(block, cst.SimpleStatementSuite):
+            return self.run(block.body, state)
+        return state
+
+    def _statement(self, stmt: cst.CSTNode, state: FlowState) -> FlowState:
+        if isinstance(stmt, cst.SimpleStatementLine):
+            return self.run(stmt.body, state)
+        if isinstance(stmt, cst.Assign):
+            state = self._visit(stmt, state)
+            for t in stmt.targets:
+                state = self._bind_target(t.target, stmt.value, state)
+            return state
+        if isinstance(stmt, cst.AnnAssign):
+            state = self._visit(stmt, state)
+            if stmt.value is not None:
+                state = state.bind(target_names(stmt.target), self.is_tainted(stmt.value, state))
+            return state
+        if isinstance(stmt, cst.AugAssign):
+            state = self._visit(stmt, state)
+            names = target_names(stmt.target)
+            if self.is_tainted(stmt.value, state):
+                state = state.bind(names, True)
+            return state
+        if isinstance(stmt, cst.If):
+            before = state
+            state = self._visit(stmt.test, state)
+            then = self._block(stmt.body, state)
+            if stmt.orelse is None:
+                other = state
+            elif isinstance(stmt.orelse, cst.If):
+                other = self._statement(stmt.orelse, state)
+            else:
+                other = self._block(stmt.orelse.body, state)
+            after = then.merge(other)
+            if self.after_if is not None:
+                after = self.after_if(stmt, before, after)
+            return after
+        if isinstance(stmt, cst.For):
+            state = self._visit(stmt.iter, state)
+            loop_state = state.bind(target_names(stmt.target), self.is_tainted(stmt.iter, state))
+            once = self._block(stmt.body, loop_state)
+            twice = self._block(stmt.body, loop_state.merge(once))
+            state = state.merge(twice)
+            if stmt.orelse is not None:
+                state = self._block(stmt.orelse.body, state)
+            return state
+        if isinstance(stmt, cst.While):
+            state = self._visit(stmt.test, state)
+            once = self._block(stmt.body, state)
+            twice = self._block(stmt.body, state.merge(once))
+            state = state.merge(twice)
+            if stmt.orelse is not None:
+                state = self._block(stmt.orelse.body, state)
+            return state
+        if isinstance(stmt, cst.With):
+            for item in stmt.items:
+                state = self._visit(item.item, state)
+                if item.asname is not None:
+                    state = state.bind(
+                        target_names(item.asname.name), self.is_tainted(item.item, state)
+                    )
+            return self._block(stmt.body, state)
+        if isinstance(stmt, cst.Try):
+            body = self._block(stmt.body, state)
+            out = body
+            for handler in stmt.handlers:
+                out = out.merge(self._block(handler.body, state.merge(body)))
+            if stmt.orelse is not None:
+                out = out.merge(self._block(stmt.orelse.body, body))
+            if stmt.finalbody is not None:
+                out = self._block(stmt.finalbody.body, out)
+            return out
+        if isinstance(stmt, cst.Match):
+            state = self._visit(stmt.subject, state)
+            out = state
+            for case in stmt.cases:
+                out = out.merge(self._block(case.body, state))
+            return out
+        if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)):
+            return state  # nested scopes are analysed on their own, if at all
+        state = self._visit(stmt, state)
+        if isinstance(stmt, (cst.Return, cst.Raise)):
+            return replace(state, dead=True)
+        # Expr, Assert, Del, ...: inspected, nothing to bind.
+        return state

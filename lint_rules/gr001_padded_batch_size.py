@@ -1,0 +1,249 @@
+"""GR001 padded-batch-size-in-kernel-call (SGLang #21649)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+
+import libcst as cst
+
+from .backend_scope import iter_backend_classes, iter_methods
+from .dataflow import Classifier, FlowState, FlowWalker, Verdict, tainted_parts
+from .helper_summary import HelperSummaries
+from .forward_batch_facts import forward_batch_params, is_batch_size_read
+from .rule import Finding, Invalid, LintRule, ModuleContext, Valid, callee_name, iter_calls
+
+
+class PaddedBatchSizeInKernelCall(LintRule):
+    """A DP-padded ``forward_batch.batch_size`` reaches an FMHA kernel at forward time.
+
+    What it does:
+        In an attention backend's forward-time methods (``forward_extend``,
+        ``forward_decode``, ``_forward_*``), flags a kernel-call argument whose value is
+        derived from ``forward_batch.batch_size``: the attribute itself, a local alias
+        (``bs = forward_batch.batch_size``), arithmetic on it, or a tensor sized or
+        sliced by it (``out = torch.empty(bs, ...)``). Metadata planners
+        (``init_forward_metadata*``, CUDA-graph metadata methods) are not forward-time
+        code. A dominating guard that re-plans or raises when the sizes disagree
+        (``if metadata.batch_size < forward_batch.batch_size:
+        self.init_forward_metadata(forward_batch)``) makes later uses safe.
+
+    Why is this bad?
+        With DP attention, SGLang pads the batch (``prepare_mlp_sync_batch``) after the
+        attention metadata is planned: ``forward_batch.batch_size`` becomes 12 while
+        ``cu_seqlens_q`` still holds 10 requests. The kernel then walks 12 requests'
+        offsets and page-table rows: it reads past ``cu_seqlens_q`` and crashes with an
+        illegal memory access, or silently attends over garbage. SGLang #21649 fixed
+        exactly this in ``TRTLLMHAAttnBackend.forward_extend``.
+
+    Example:
+        o = flashinfer.prefill.trtllm_batch_context_with_kv_cache(
+            ..., batch_size=forward_batch.batch_size,
+            cum_seq_lens_q=self.forward_metadata.cu_seqlens_q, ...)
+
+    Use instead:
+        Take every size from the metadata the kernel reads:
+        ``batch_size=self.forward_metadata.cu_seqlens_q.shape[0] - 1``.
+    """
+
+    CODE = "GR001"
+    NAME = "padded-batch-size-in-kernel-call"
+    MESSAGE = "DP-padded `forward_batch.batch_size` reaches an FMHA kernel (SGLang #21649):"
+    WORDS = ("batch_size", "forward_batch")
+
+    VALID = [
+        Valid(
+            """
+            class TRTLLMHAAttnBackend(AttentionBackend):
+                def forward_extend(self, q, k, v, layer, forward_batch):
+                    return flashinfer.prefill.trtllm_batch_context_with_kv_cache(
+                        query=q,
+                        batch_size=self.forward_metadata.cu_seqlens_q.shape[0] - 1,
+                        cum_seq_lens_q=self.forward_metadata.cu_seqlens_q,
+                    )
+            """
+        ),
+        Valid(  # planning code may read the padded size: it builds the metadata
+            """
+            class TRTLLMHAAttnBackend(AttentionBackend):
+                def init_forward_metadata(self, forward_batch):
+                    bs = forward_batch.batch_size
+                    self.forward_metadata = plan(bs)
+                    trtllm_batch_decode_with_kv_cache(batch_size=bs)
+            """
+        ),
+        Valid(  # a dominating re-plan guard makes the sizes agree
+            """
+            class TRTLLMMLABackend(AttentionBackend):
+                def forward_decode(self, q, k, v, layer, forward_batch):
+                    metadata = forward_batch.decode_trtllm_mla_metadata
+                    if metadata.batch_size < forward_batch.batch_size:
+                        self.init_forward_metadata(forward_batch)
+                        metadata = forward_batch.decode_trtllm_mla_metadata
+                    bs = forward_batch.batch_size
+                    q = q.view(bs, -1, layer.tp_q_head_num, layer.head_dim)
+                    return trtllm_batch_decode_with_kv_cache_mla(query=q)
+            """
+        ),
+        Valid(  # the alias is re-bound to a metadata-derived size before the call
+            """
+            class FooBackend:
+                def forward_extend(self, q, k, v, layer, forward_batch):
+                    bs = forward_batch.batch_size
+                    log(bs)
+                    bs = self.forward_metadata.cu_seqlens_q.shape[0] - 1
+                    return trtllm_batch_context_with_kv_cache(query=q, batch_size=bs)
+            """
+        ),
+        Valid(  # not an attention backend
+            """
+            class Scheduler:
+                def forward_extend(self, forward_batch):
+                    trtllm_batch_context_with_kv_cache(batch_size=forward_batch.batch_size)
+            """
+        ),
+        Valid(  # a non-kernel call may take it
+            """
+            class FooBackend:
+                def forward_decode(self, q, k, v, layer, forward_batch):
+                    logger.debug("bs=%d", forward_batch.batch_size)
+                    return flash_attn_with_kvcache(q, self.k_cache, self.v_cache)
+            """
+        ),
+    ]
+    INVALID = [
+        Invalid(
+            """
+            class TRTLLMHAAttnBackend(AttentionBackend):
+                def forward_extend(self, q, k, v, layer, forward_batch, save_kv_cache=True):
+                    o = flashinfer.prefill.trtllm_batch_context_with_kv_cache(
+                        query=q,
+                        batch_size=forward_batch.batch_size,
+                        cum_seq_lens_q=self.forward_metadata.cu_seqlens_q,
+                    )
+                    return o
+            """,
+            line=5,
+        ),
+        Invalid(  # through a local alias and arithmetic
+            """
+            class FooBackend(AttentionBackend):
+                def forward_decode(self, q, k, v, layer, forward_batch: "ForwardBatch"):
+                    bs = forward_batch.batch_size
+                    num_rows = bs * self.q_len_per_req
+                    return trtllm_batch_decode_with_kv_cache(query=q[:num_rows])
+            """,
+            line=5,
+        ),
+        Invalid(  # as the size of a tensor passed to the kernel
+            """
+            class FooBackend(AttentionBackend):
+                def _forward_padded(self, q, layer, forward_batch):
+                    out = torch.empty(forward_batch.batch_size, layer.tp_q_head_num, layer.head_dim)
+                    flash_attn_with_kvcache(q, self.k_cache, self.v_cache, out=out)
+                    return out
+            """,
+            line=4,
+        ),
+        Invalid(  # assigned in one arm of an if: still reaches the call
+            """
+            class FooBackend(AttentionBackend):
+                def forward_extend(self, q, k, v, layer, forward_batch):
+                    if self.use_padding:
+                        bs = forward_batch.batch_size
+                    else:
+                        bs = self.forward_metadata.batch_size
+                    return self._run_prefill_kernel(q=q, batch_size=bs)
+            """,
+            line=7,
+        ),
+    ]
+
+    def check(self, ctx: ModuleContext) -> Iterable[Finding]:
+        findings: list[Finding] = []
+        for cls in iter_backend_classes(ctx.module):
+            methods = {fn.name.value: fn for fn in iter_methods(cls)}
+            helpers = HelperSummaries(methods, lambda fn: self._classifier(fn, helpers))
+            for fn in methods.values():
+                if not self.config.is_forward_method(fn.name.value):
+                    continue
+                if forward_batch_params(fn):
+                    symbol = f"{cls.name.value}.{fn.name.value}"
+                    findings.extend(self._check_method(ctx, fn, helpers, symbol))
+        return findings
+
+    @staticmethod
+    def _classifier(fn: cst.FunctionDef, helpers: HelperSummaries) -> Classifier:
+        """Sources: ``forward_batch.batch_size`` reads; a ``self`` helper whose result carries one."""
+        holders = forward_batch_params(fn)
+
+        def classify(node: cst.CSTNode, state: FlowState) -> Verdict:
+            if is_batch_size_read(node, holders):
+                return "source"
+            if isinstance(node, cst.Call):
+                summary = helpers.summarize(node, state, classify)
+                if summary is not None:
+                    return "source" if any(summary) else "clean"
+            return None
+
+        return classify
+
+    def _check_method(
+        self, ctx: ModuleContext, fn: cst.FunctionDef, helpers: HelperSummaries, symbol: str
+    ) -> list[Finding]:
+        findings: list[Finding] = []
+        classify = self._classifier(fn, helpers)
+
+        def on_statement(node: cst.CSTNode, state: FlowState) -> None:
+            if state.guarded:
+                return
+            for call in iter_calls(node):
+                kernel = callee_name(call)
+                if kernel is None or not self.config.is_kernel_call(kernel):
+                    continue
+                tainted = [
+                    arg
+                    for arg in call.args
+                    if not (arg.keyword and self.config.is_ignored_kernel_arg(arg.keyword.value))
+                    and tainted_parts(arg.value, state, classify)
+                ]
+                if tainted:
+                    shown = ", ".join(f"`{ctx.code(a)}`" for a in tainted)
+                    findings.append(
+                        self.finding(
+                            ctx,
+                            tainted[0],
+                            symbol,
+                            f"{shown} passed to `{kernel}()`; take the size from the metadata "
+                            "the kernel reads (e.g. `cu_seqlens_q.shape[0] - 1`).",
+                        )
+                    )
+
+        def after_if(stmt: cst.If, before: FlowState, after: FlowState) -> FlowState:
+            if tainted_parts(stmt.test, before, classify) and self._replans_or_raises(stmt.body):
+                return replace(after, guarded=True)
+            return after
+
+        walker = FlowWalker(
+            classify, on_statement, after_if, call_summary=lambda c, st: helpers.summarize(c, st, classify)
+        )
+        walker.run(fn.body.body if isinstance(fn.body, cst.IndentedBlock) else fn.body.body, FlowState())
+        return findings
+
+    def _replans_or_raises(self, body: cst.BaseSuite) -> bool:
+        """The guard's body re-plans the metadata (``self.init_forward_metadata*``) or raises."""
+        replans = False
+
+        class _Scan(cst.CSTVisitor):
+            def visit_Raise(self, _: cst.Raise) -> None:
+                nonlocal replans
+                replans = True
+
+            def visit_Call(self, call: cst.Call) -> None:
+                nonlocal replans
+                name = callee_name(call)
+                if name is not None and name.startswith("init_forward_metadata"):
+                    replans = True
+
+        body.visit(_Scan())
+        return replans

@@ -1,0 +1,39 @@
+"""Every rule this package ships, by code and by name."""
+
+from __future__ import annotations
+
+from .gr001_padded_batch_size import PaddedBatchSizeInKernelCall
+from .gr002_stale_kv_pool_state import StaleKvPoolState
+from .gr101_any_forward_batch_size import ForwardBatchSizeInBackend
+from .gr102_any_cached_kv_pool import KvPoolReadInInit
+from .rule import LintRule
+
+ALL_RULES: tuple[type[LintRule], ...] = (
+    PaddedBatchSizeInKernelCall,
+    StaleKvPoolState,
+    ForwardBatchSizeInBackend,
+    KvPoolReadInInit,
+)
+
+
+class UnknownRuleError(KeyError):
+    """A rule code or name that no shipped rule has."""
+
+    def __str__(self) -> str:
+        known = ", ".join(f"{r.CODE} ({r.NAME})" for r in ALL_RULES)
+        return f"unknown rule {self.args[0]!r}; known rules: {known}"
+
+
+def find_rule(key: str) -> type[LintRule]:
+    """A rule by code (``GR001``, any case) or kebab-case name."""
+    for rule in ALL_RULES:
+        if key.upper() == rule.CODE or key == rule.NAME:
+            return rule
+    raise UnknownRuleError(key)
+
+
+def select_rules(select: list[str] | None = None, ignore: list[str] | None = None) -> list[type[LintRule]]:
+    """Default-enabled rules, or exactly ``select``; minus ``ignore``. Codes or names."""
+    chosen = [find_rule(k) for k in select] if select else [r for r in ALL_RULES if r.DEFAULT_ENABLED]
+    dropped = {find_rule(k) for k in ignore or []}
+    return [r for r in chosen if r not in dropped]
