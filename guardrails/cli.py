@@ -7,8 +7,9 @@
     "message"}], "errors": [{"path", "message"}]}``.
 ``fmha-guard lint FILE...``
     The same engine for pre-commit: one ``path:line:col: CODE message`` line a finding.
-``fmha-guard rules`` / ``fmha-guard explain RULE-OR-INVARIANT``
-    List the rules; print a rule's documentation or an invariant's entry.
+``fmha-guard rules`` / ``fmha-guard invariants`` / ``fmha-guard explain RULE-OR-INVARIANT``
+    List the rules or the invariant catalog; print a rule's documentation (ruff's
+    "What it does / Why is this bad? / Example / Use instead") or an invariant's entry.
 
 Exit status: 0 no findings, 1 findings, 2 usage or internal error. Files that fail
 to parse are listed as errors and do not change the exit status.
@@ -125,6 +126,36 @@ def _run_rules(console: Console) -> int:
     return EXIT_CLEAN
 
 
+def describe_invariant(entry) -> str:
+    """A catalog entry as text: id, level, statement, likely cause, fix, source."""
+    parts = [
+        f"{entry.id} (level: {entry.level})",
+        "",
+        entry.statement,
+        "",
+        f"Likely cause: {entry.cause}",
+        f"Fix: {entry.fix}",
+        f"Source: {entry.source}",
+    ]
+    if getattr(entry, "values_part", None):
+        parts.insert(4, f"At the values level: {entry.values_part}")
+    return "\n".join(parts)
+
+
+def _run_invariants(console: Console) -> int:
+    from guardrails import invariants
+
+    table = Table(title="Invariant catalog (FmhaInvariantError.invariant ids)")
+    table.add_column("id")
+    table.add_column("level")
+    table.add_column("statement")
+    table.add_column("source")
+    for entry in invariants.CATALOG.values():
+        table.add_row(entry.id, str(entry.level), escape(entry.statement), escape(entry.source))
+    console.print(table)
+    return EXIT_CLEAN
+
+
 def _run_explain(args: argparse.Namespace) -> int:
     try:
         rule = find_rule(args.key)
@@ -135,7 +166,7 @@ def _run_explain(args: argparse.Namespace) -> int:
         if entry is None:
             ids = ", ".join(invariants.CATALOG)
             raise UsageError(f"{exc}; invariant ids: {ids}") from None
-        print(invariants.describe(entry))
+        print(describe_invariant(entry))
         return EXIT_CLEAN
     print(f"{rule.CODE} {rule.NAME}\n")
     print(rule.doc())
@@ -162,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     lint.add_argument("--ignore", metavar="CODES")
 
     sub.add_parser("rules", help="list the rules")
+    sub.add_parser("invariants", help="list the invariant catalog")
     explain = sub.add_parser("explain", help="print a rule's documentation or an invariant's entry")
     explain.add_argument("key", metavar="RULE-OR-INVARIANT", help="GR001, padded-batch-size-in-kernel-call, batch-size, ...")
     return parser
@@ -177,6 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_lint(args)
         if args.command == "rules":
             return _run_rules(console)
+        if args.command == "invariants":
+            return _run_invariants(console)
         return _run_explain(args)
     except (UsageError, UnknownRuleError, ConfigError, ValueError, OSError) as exc:
         print(f"fmha-guard: error: {exc}", file=sys.stderr)

@@ -208,7 +208,7 @@ class PaddedBatchSizeInKernelCall(LintRule):
                     and tainted_parts(arg.value, state, classify)
                 ]
                 if tainted:
-                    shown = ", ".join(f"`{ctx.code(a)}`" for a in tainted)
+                    shown = ", ".join(f"`{ctx.code_of_arg(a)}`" for a in tainted)
                     findings.append(
                         self.finding(
                             ctx,

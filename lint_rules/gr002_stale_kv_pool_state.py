@@ -158,18 +158,19 @@ class StaleKvPoolState(LintRule):
             sources = tainted_parts(value, state, classify)
             if not sources:
                 return
-            for target in targets:
-                if not self.STRICT and is_plain_alias(target, value, self.config):
-                    continue
+            flagged = [
+                t for t in targets if self.STRICT or not is_plain_alias(t, value, self.config)
+            ]
+            if flagged:
+                names = ", ".join(f"`self.{t.attr.value}`" for t in flagged)
                 findings.append(
                     self.finding(
                         ctx,
-                        target,
+                        flagged[0],
                         symbol,
-                        f"`self.{target.attr.value}` is derived from "
-                        f"`{source_text(sources, ctx.module)}`; a draft worker can swap the "
-                        "pool after construction. Decide it at forward time from "
-                        "`forward_batch.token_to_kv_pool`.",
+                        f"{names} derived from `{source_text(sources, ctx.module)}`; a draft "
+                        "worker can swap the pool after construction. Decide it at forward "
+                        "time from `forward_batch.token_to_kv_pool`.",
                     )
                 )
 

@@ -87,6 +87,13 @@ class ModuleContext:
         """The node's source text, on one line."""
         return " ".join(self.module.code_for_node(node).split())
 
+    def code_of_arg(self, arg: cst.Arg) -> str:
+        """``keyword=value`` / ``*value`` / ``value``, without the trailing comma or comment."""
+        value = self.code(arg.value)
+        if arg.keyword is not None:
+            return f"{arg.keyword.value}={value}"
+        return f"{arg.star}{value}"
+
 
 class LintRule:
     """Base class: subclasses set the class attributes and implement :meth:`check`."""

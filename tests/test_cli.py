@@ -1,0 +1,81 @@
+"""The ``fmha-guard`` command as a user runs it (installed console script, subprocess)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+EXAMPLES_BUGGY = {"padded_batch_size_buggy.py": "GR001", "stale_swa_pool_buggy.py": "GR002"}
+
+
+def fmha_guard(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    exe = shutil.which("fmha-guard")
+    assert exe, "the fmha-guard console script is not installed (pip install -e .)"
+    return subprocess.run([exe, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def test_audit_without_path_reports_exactly_the_buggy_examples(repo_root):
+    run = fmha_guard("audit", "--format", "json", cwd=repo_root)
+    assert run.returncode == 1, run.stderr
+    report = json.loads(run.stdout)
+    assert set(report) == {"files_scanned", "findings", "errors"}
+    assert report["files_scanned"] == len(list((repo_root / "examples").glob("*.py")))
+    assert report["errors"] == []
+    flagged = {(f["path"], f["rule"]) for f in report["findings"]}
+    assert flagged == set(EXAMPLES_BUGGY.items())
+    for f in report["findings"]:
+        assert set(f) == {"rule", "name", "path", "line", "col", "symbol", "message"}
+        assert "." in f["symbol"] and f["line"] > 0 and f["col"] > 0
+
+
+def test_text_report_has_summary_and_source_line(repo_root):
+    run = fmha_guard("audit", "examples", cwd=repo_root)
+    assert run.returncode == 1
+    assert "Findings per rule" in run.stdout and "Findings per file" in run.stdout
+    assert "batch_size=forward_batch.batch_size" in run.stdout
+
+
+def test_exit_status_clean_and_usage_error(repo_root, tmp_path):
+    fixed = repo_root / "examples" / "padded_batch_size_fixed.py"
+    assert fmha_guard("audit", str(fixed), cwd=tmp_path).returncode == 0
+    missing = fmha_guard("audit", "no/such/dir", cwd=tmp_path)
+    assert missing.returncode == 2 and "no such file or directory" in missing.stderr
+    unknown = fmha_guard("audit", "--select", "GR999", str(fixed), cwd=tmp_path)
+    assert unknown.returncode == 2 and "GR999" in unknown.stderr and "GR001" in unknown.stderr
+    assert "Traceback" not in missing.stderr + unknown.stderr
+
+
+def test_lint_prints_one_precommit_line_per_finding(repo_root):
+    run = fmha_guard("lint", "examples/padded_batch_size_buggy.py", "examples/padded_batch_size_fixed.py", cwd=repo_root)
+    assert run.returncode == 1
+    lines = run.stdout.strip().splitlines()
+    assert len(lines) == 1
+    path, line, col, rest = lines[0].split(":", 3)
+    assert path == "examples/padded_batch_size_buggy.py" and int(line) > 0 and int(col) > 0
+    assert rest.startswith(" GR001 ")
+
+
+def test_rules_and_explain(repo_root):
+    rules = fmha_guard("rules", cwd=repo_root)
+    assert rules.returncode == 0
+    for code in ("GR001", "GR002", "GR101", "GR102"):
+        assert code in rules.stdout
+    explain = fmha_guard("explain", "GR001", cwd=repo_root)
+    assert explain.returncode == 0
+    for heading in ("What it does:", "Why is this bad?", "Example:", "Use instead:", "#21649"):
+        assert heading in explain.stdout
+    by_name = fmha_guard("explain", "stale-kv-pool-state", cwd=repo_root)
+    assert by_name.stdout.startswith("GR002 stale-kv-pool-state")
+
+
+@pytest.mark.parametrize("invariant", ["batch-size", "page-id-range", "graph-replay-layout"])
+def test_explain_an_invariant(repo_root, invariant):
+    run = fmha_guard("explain", invariant, cwd=repo_root)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith(invariant) and "Fix:" in run.stdout and "Source:" in run.stdout
+    listing = fmha_guard("invariants", cwd=repo_root)
+    assert invariant in listing.stdout
