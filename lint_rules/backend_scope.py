@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Sequence
 
 import libcst as cst
 
@@ -30,17 +31,45 @@ def is_backend_class(cls: cst.ClassDef) -> bool:
     return any(fnmatch.fnmatchcase(n.lower(), p) for n in names for p in BACKEND_CLASS_PATTERNS)
 
 
+#: A cheap textual pre-filter for :func:`is_backend_class`: some class names a backend
+#: (in its name or its bases). Files without a match are never parsed.
+BACKEND_CLASS_TEXT = re.compile(
+    r"class\s+\w*(?:backend|attentionimpl|attnimpl)|class\s+\w+\s*\([^)]*(?:backend|attentionimpl|attnimpl)",
+    re.IGNORECASE,
+)
+
+
+def _statement_blocks(stmt: cst.CSTNode) -> Iterator[cst.BaseSuite]:
+    """The nested statement blocks of a compound statement (if/else, try, with, for, ...)."""
+    for name in ("body", "orelse", "finalbody"):
+        block = getattr(stmt, name, None)
+        if isinstance(block, (cst.Else, cst.Finally)):
+            block = block.body
+        elif isinstance(block, cst.If):  # elif
+            yield from _statement_blocks(block)
+            continue
+        if isinstance(block, cst.BaseSuite):
+            yield block
+    for handler in getattr(stmt, "handlers", ()):
+        yield handler.body
+
+
+def iter_classes(body: Sequence[cst.CSTNode]) -> Iterator[cst.ClassDef]:
+    """Classes defined in a statement list, at any depth (nested classes, ``if`` blocks),
+    in source order; walks statements only, never expressions."""
+    for stmt in body:
+        if isinstance(stmt, cst.ClassDef):
+            yield stmt
+        if isinstance(stmt, (cst.SimpleStatementLine, cst.FunctionDef)):
+            continue
+        for block in _statement_blocks(stmt):
+            if isinstance(block, cst.IndentedBlock):
+                yield from iter_classes(block.body)
+
+
 def iter_backend_classes(module: cst.Module) -> Iterator[cst.ClassDef]:
-    """Backend classes at any nesting depth, in source order."""
-    found: list[cst.ClassDef] = []
-
-    class _Classes(cst.CSTVisitor):
-        def visit_ClassDef(self, node: cst.ClassDef) -> None:
-            if is_backend_class(node):
-                found.append(node)
-
-    module.visit(_Classes())
-    return iter(found)
+    """Attention-backend classes at any nesting depth, in source order."""
+    return (cls for cls in iter_classes(module.body) if is_backend_class(cls))
 
 
 def iter_methods(cls: cst.ClassDef) -> Iterator[cst.FunctionDef]:

@@ -51,32 +51,40 @@ Verdict = Literal["source", "clean"] | None
 Classifier = Callable[[cst.CSTNode, FlowState], Verdict]
 
 
+class _TaintedParts(cst.CSTVisitor):
+    """Collects source nodes and tainted names; see :func:`tainted_parts`."""
+
+    def __init__(self, state: FlowState, classify: Classifier) -> None:
+        super().__init__()
+        self.state = state
+        self.classify = classify
+        self.hits: list[cst.CSTNode] = []
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        verdict = self.classify(node, self.state)
+        if verdict == "source":
+            self.hits.append(node)
+            return False
+        if verdict == "clean":
+            return False
+        if isinstance(node, cst.Name):
+            if node.value in self.state.tainted:
+                self.hits.append(node)
+            return False
+        if isinstance(node, cst.Attribute):  # `x.attr`: the attr is no variable
+            node.value.visit(self)
+            return False
+        if isinstance(node, cst.Arg):  # `f(batch_size=x)`: the keyword is no variable
+            node.value.visit(self)
+            return False
+        return not isinstance(node, (cst.Lambda, cst.FunctionDef, cst.ClassDef, cst.SimpleString))
+
+
 def tainted_parts(expr: cst.CSTNode, state: FlowState, classify: Classifier) -> list[cst.CSTNode]:
     """The source nodes and tainted names inside ``expr`` (empty: the expression is clean)."""
-    hits: list[cst.CSTNode] = []
-
-    class _Walk(cst.CSTVisitor):
-        def on_visit(self, node: cst.CSTNode) -> bool:
-            verdict = classify(node, state)
-            if verdict == "source":
-                hits.append(node)
-                return False
-            if verdict == "clean":
-                return False
-            if isinstance(node, cst.Name):
-                if node.value in state.tainted:
-                    hits.append(node)
-                return False
-            if isinstance(node, cst.Attribute):  # `x.attr`: the attr is no variable
-                node.value.visit(self)
-                return False
-            if isinstance(node, cst.Arg):  # `f(batch_size=x)`: the keyword is no variable
-                node.value.visit(self)
-                return False
-            return not isinstance(node, (cst.Lambda, cst.FunctionDef, cst.ClassDef))
-
-    expr.visit(_Walk())
-    return hits
+    walk = _TaintedParts(state, classify)
+    expr.visit(walk)
+    return walk.hits
 
 
 def target_names(target: cst.BaseExpression) -> list[str]:

@@ -65,7 +65,7 @@ def lint_source(
         return [], [FileError(path, f"cannot parse: {exc.message} (line {exc.raw_line}, col {exc.raw_column})")], {}
     except Exception as exc:  # libcst raises other errors on exotic input
         return [], [FileError(path, f"cannot parse: {type(exc).__name__}: {exc}")], {}
-    ctx = ModuleContext(path, module, config)
+    ctx = ModuleContext(path, module, config, text)
     findings: list[Finding] = []
     errors: list[FileError] = []
     for rule_cls in rules:

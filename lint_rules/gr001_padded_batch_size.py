@@ -213,6 +213,7 @@ class PaddedBatchSizeInKernelCall(LintRule):
                         self.finding(
                             ctx,
                             tainted[0],
+                            fn,
                             symbol,
                             f"{shown} passed to `{kernel}()`; take the size from the metadata "
                             "the kernel reads (e.g. `cu_seqlens_q.shape[0] - 1`).",

@@ -167,6 +167,7 @@ class StaleKvPoolState(LintRule):
                     self.finding(
                         ctx,
                         flagged[0],
+                        init,
                         symbol,
                         f"{names} derived from `{source_text(sources, ctx.module)}`; a draft "
                         "worker can swap the pool after construction. Decide it at forward "

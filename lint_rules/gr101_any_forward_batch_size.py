@@ -82,5 +82,5 @@ class ForwardBatchSizeInBackend(LintRule):
                             reads.append(node)
 
                 fn.body.visit(_Reads())
-                findings.extend(self.finding(ctx, node, symbol, "") for node in reads)
+                findings.extend(self.finding(ctx, node, fn, symbol, "") for node in reads)
         return findings

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import cache
+
 import libcst as cst
 
 from .backend_scope import iter_methods
@@ -23,13 +26,17 @@ def reads_pool(node: cst.CSTNode, config: LintConfig) -> bool:
     return found
 
 
-def pool_reading_helpers(cls: cst.ClassDef, config: LintConfig) -> frozenset[str]:
-    """Methods of the class (other than ``__init__``) whose body reads the pool."""
-    return frozenset(
-        fn.name.value
-        for fn in iter_methods(cls)
-        if fn.name.value != "__init__" and reads_pool(fn.body, config)
-    )
+def pool_reading_helpers(cls: cst.ClassDef, config: LintConfig) -> Callable[[str], bool]:
+    """A predicate: is ``name`` a method of the class (not ``__init__``) whose body reads
+    the pool? Each method is scanned only when ``__init__`` calls it."""
+    methods = {fn.name.value: fn for fn in iter_methods(cls) if fn.name.value != "__init__"}
+
+    @cache
+    def reads(name: str) -> bool:
+        fn = methods.get(name)
+        return fn is not None and reads_pool(fn.body, config)
+
+    return reads
 
 
 def _string_arg(call: cst.Call, index: int) -> str | None:
@@ -69,7 +76,7 @@ def _is_trailing_shape_dim(node: cst.CSTNode) -> bool:
     return isinstance(index, cst.Integer) and int(index.value) > 0
 
 
-def make_classifier(config: LintConfig, helpers: frozenset[str], sanitize: bool):
+def make_classifier(config: LintConfig, is_pool_helper: Callable[[str], bool], sanitize: bool):
     """A :data:`~lint_rules.dataflow.Classifier` for pool-derived values.
 
     Sources: a pool attribute read; a call of a ``self`` helper that reads the pool.
@@ -94,7 +101,7 @@ def make_classifier(config: LintConfig, helpers: frozenset[str], sanitize: bool)
             and isinstance(node.func, cst.Attribute)
             and isinstance(node.func.value, cst.Name)
             and node.func.value.value == "self"
-            and node.func.attr.value in helpers
+            and is_pool_helper(node.func.attr.value)
         ):
             return "source"
         return None

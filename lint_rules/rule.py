@@ -8,13 +8,16 @@ test suite runs against the rule.
 
 from __future__ import annotations
 
+import ast
 import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Iterable
 
 import libcst as cst
 from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
 
+from .backend_scope import BACKEND_CLASS_TEXT, iter_classes, iter_methods
 from .config import LintConfig
 
 if TYPE_CHECKING:
@@ -65,23 +68,45 @@ class Invalid:
 
 
 class ModuleContext:
-    """What a rule sees of one file: its path, config, and lazily computed positions.
+    """What a rule sees of one file: its path, source, tree, config, and node positions.
 
-    Positions cost a second pass over the tree, so they are resolved only when a rule
-    reports its first finding in the file.
+    Resolving positions over a whole 4,000-line backend costs more than parsing it, so
+    positions are computed only for the methods that have a finding: each such method
+    is laid out alone, and Python's ``ast`` (C-fast) gives where its ``def`` starts.
     """
 
-    def __init__(self, path: str, module: cst.Module, config: LintConfig) -> None:
+    def __init__(self, path: str, module: cst.Module, config: LintConfig, source: str) -> None:
         self.path = path
         self.module = module
         self.config = config
-        self._positions: dict[cst.CSTNode, CodeRange] | None = None
-        self._wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
+        self.source = source
+        self._def_starts: dict[int, tuple[int, int]] | None = None
+        self._layouts: dict[int, tuple[Mapping[cst.CSTNode, CodeRange], int, int]] = {}
 
-    def position(self, node: cst.CSTNode) -> CodeRange:
-        if self._positions is None:
-            self._positions = dict(self._wrapper.resolve(PositionProvider))
-        return self._positions[node]
+    def _index_defs(self) -> dict[int, tuple[int, int]]:
+        """id(libcst method) -> (line, col) of its ``def``, matched in source order."""
+        ours = [fn for cls in iter_classes(self.module.body) for fn in iter_methods(cls)]
+        theirs = list(_ast_methods(ast.parse(self.source).body))
+        if [fn.name.value for fn in ours] != [name for name, _, _ in theirs]:
+            raise RuntimeError("libcst and ast disagree on the methods of this file")
+        return {id(fn): (line, col) for fn, (_, line, col) in zip(ours, theirs)}
+
+    def position(self, node: cst.CSTNode, scope: cst.FunctionDef) -> tuple[int, int]:
+        """1-based line and column of ``node``, a node inside method ``scope``."""
+        if self._def_starts is None:
+            self._def_starts = self._index_defs()
+        if id(scope) not in self._layouts:
+            alone = cst.Module(
+                body=[scope],
+                default_indent=self.module.default_indent,
+                default_newline=self.module.default_newline,
+            )
+            layout = MetadataWrapper(alone, unsafe_skip_copy=True).resolve(PositionProvider)
+            def_line, def_col = self._def_starts[id(scope)]
+            self._layouts[id(scope)] = (layout, def_line - layout[scope.name].start.line, def_col)
+        layout, line_shift, col_shift = self._layouts[id(scope)]
+        start = layout[node].start
+        return start.line + line_shift, start.column + col_shift + 1
 
     def code(self, node: cst.CSTNode) -> str:
         """The node's source text, on one line."""
@@ -115,18 +140,27 @@ class LintRule:
         """The words a file must contain (the config may add kernel names later)."""
         return self.WORDS
 
+    #: The rule looks only inside attention-backend classes (a textual pre-filter too).
+    BACKEND_SCOPED: ClassVar[bool] = True
+
     def wants(self, source: str) -> bool:
-        return all(w in source for w in self.words())
+        """Whether the file can hold a finding: every word, and a backend class if scoped."""
+        if not all(w in source for w in self.words()):
+            return False
+        return not self.BACKEND_SCOPED or BACKEND_CLASS_TEXT.search(source) is not None
 
     def check(self, ctx: ModuleContext) -> Iterable[Finding]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def finding(self, ctx: ModuleContext, node: cst.CSTNode, symbol: str, detail: str) -> Finding:
-        start = ctx.position(node).start
+    def finding(
+        self, ctx: ModuleContext, node: cst.CSTNode, scope: cst.FunctionDef, symbol: str, detail: str
+    ) -> Finding:
+        """A finding at ``node``, which lies inside method ``scope`` named ``symbol``."""
+        line, col = ctx.position(node, scope)
         return Finding(
             path=ctx.path,
-            line=start.line,
-            col=start.column + 1,
+            line=line,
+            col=col,
             rule=self.CODE,
             name=self.NAME,
             symbol=symbol,
@@ -141,6 +175,22 @@ class LintRule:
     @classmethod
     def summary(cls) -> str:
         return cls.doc().splitlines()[0] if cls.doc() else cls.MESSAGE
+
+
+def _ast_methods(body: list[ast.stmt]):
+    """(name, def line, def col) of methods, in the order of :func:`iter_classes` x
+    :func:`iter_methods` (pre-order over statements, never inside functions)."""
+    for stmt in body:
+        if isinstance(stmt, ast.ClassDef):
+            for item in stmt.body:
+                if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    yield item.name, item.lineno, item.col_offset
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for name in ("body", "orelse", "finalbody"):
+            yield from _ast_methods(getattr(stmt, name, []) or [])
+        for handler in getattr(stmt, "handlers", []) or []:
+            yield from _ast_methods(handler.body)
 
 
 def iter_calls(node: cst.CSTNode) -> "Iterator[cst.Call]":

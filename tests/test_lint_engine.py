@@ -45,7 +45,7 @@ def test_directory_audit_is_sorted_relative_and_skips_unrelated_files(tmp_path):
 
 
 def test_parse_error_is_reported_for_that_file_and_the_run_goes_on(tmp_path):
-    root = _tree(tmp_path, {"bad_backend.py": "def forward_batch(:\n  batch_size", "ok_backend.py": BUGGY})
+    root = _tree(tmp_path, {"bad_backend.py": "class FooBackend:\n    def forward_batch(:\n        batch_size\n", "ok_backend.py": BUGGY})
     result = audit_paths([root], select_rules(), jobs=1)
     assert [e.path for e in result.errors] == ["bad_backend.py"]
     assert "cannot parse" in result.errors[0].message
@@ -99,3 +99,30 @@ def test_config_from_setup_cfg_and_pyproject(tmp_path):
         load_config(sub)
     (sub / "pyproject.toml").unlink()
     assert load_config(sub / "foo_backend.py") == LintConfig.extended(kernel_calls=["my_kernel", "_go_*"])
+
+
+def test_positions_are_exact_in_nested_decorated_and_async_methods(tmp_path):
+    source = '''import os
+
+if os.environ.get("X"):
+    class Outer:
+        class InnerBackend(AttentionBackend):
+            @torch.no_grad()
+            async def forward_decode(self, q, k, v, layer, forward_batch):
+                # comment
+                out = trtllm_batch_decode_with_kv_cache(
+                    query=q,  batch_size=forward_batch.batch_size,
+                )
+                return out
+
+            def __init__(self, model_runner):
+                self.a = 1; self.swa = isinstance(model_runner.token_to_kv_pool, SWAKVPool)
+'''
+    root = _tree(tmp_path, {"nested_backend.py": source})
+    result = audit_paths([root], select_rules(), jobs=1)
+    lines = source.splitlines()
+    got = {(f.rule, f.symbol): (f.line, f.col) for f in result.findings}
+    assert got == {
+        ("GR001", "InnerBackend.forward_decode"): (10, lines[9].index("batch_size=") + 1),
+        ("GR002", "InnerBackend.__init__"): (15, lines[14].index("self.swa") + 1),
+    }
