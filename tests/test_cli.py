@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,17 @@ def test_explain_an_invariant(repo_root, invariant):
     assert run.stdout.startswith(invariant) and "Fix:" in run.stdout and "Source:" in run.stdout
     listing = fmha_guard("invariants", cwd=repo_root)
     assert invariant in listing.stdout
+
+
+def test_audit_runs_without_torch(repo_root):
+    # A pre-commit virtualenv has no torch: linting must never import it.
+    code = (
+        "import sys; sys.modules['torch'] = None; sys.modules['flashinfer'] = None\n"
+        "from guardrails.cli import main\n"
+        "rc = main(['audit', '--format', 'json', 'examples'])\n"
+        "assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
+        "sys.exit(rc)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1, run.stderr
+    assert len(json.loads(run.stdout)["findings"]) == 3

@@ -1,0 +1,56 @@
+"""fmha-guardrails: catch attention-metadata bugs before they reach FMHA kernels.
+
+Serving engines (SGLang, vLLM) hand FlashInfer's FMHA kernels (trtllm-gen,
+xqa, fa2/fa3) a batch size, query offsets (``cu_seqlens_q`` / ``qo_indptr``),
+KV lengths, a page table and a few scalars. When those disagree the kernel
+rarely crashes: on an H200, four of five kinds of bad metadata sent to the xqa
+decode kernel returned wrong attention silently. This package describes a
+launch with typed models and checks it against a catalog of invariants, each
+traced to a real SGLang fix (#21649, #24856, #21987, #26966)::
+
+    from guardrails import AttentionBatch, PagedKVCache, validate
+
+    batch = AttentionBatch(
+        forward_mode="extend", kernel="prefill", batch_size=bs,
+        cu_seqlens_q=cu_q, cu_seqlens_kv=cu_kv, seq_lens=seq_lens,
+        page_table=page_table, max_seq_len_q=max_q, max_seq_len_kv=max_kv,
+        num_query_rows=q.shape[0],
+    )
+    validate(batch, PagedKVCache.from_tensor(kv_cache, layout="HND"))
+
+Importing this package never imports torch; tensors are duck-typed.
+The environment-driven launch hook lives in :mod:`runtime_checks`.
+"""
+
+from .errors import FmhaInvariantError
+from .forward_mode import ForwardMode, Kernel
+from .invariants import CATALOG, Invariant, Level, get
+from .models import (
+    AttentionBatch,
+    BufferLayout,
+    GraphLayout,
+    KVLayout,
+    PagedKVCache,
+    SlidingWindowPool,
+)
+from .validation import find_violations, validate
+
+__all__ = [
+    "FmhaInvariantError",
+    "ForwardMode",
+    "Kernel",
+    "Level",
+    "Invariant",
+    "CATALOG",
+    "get",
+    "AttentionBatch",
+    "PagedKVCache",
+    "SlidingWindowPool",
+    "KVLayout",
+    "GraphLayout",
+    "BufferLayout",
+    "validate",
+    "find_violations",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,121 @@
+"""How invariant checks are declared and what they see.
+
+A check is a function ``fn(ctx: CheckContext) -> Finding | None`` registered
+with :func:`register` under one catalog id and one :class:`~guardrails.invariants.Level`.
+It returns ``None`` when the invariant holds or its inputs are absent, and a
+:class:`Finding` (what is wrong + the offending fields) otherwise; the runner in
+:mod:`guardrails.validation` turns findings into
+:class:`~guardrails.errors.FmhaInvariantError` with the catalog's cause, fix
+and source.
+
+``needs`` lists invariant ids whose failure makes this check meaningless
+(e.g. per-request value checks need the batch sizes to agree); the runner
+skips the check when any of them failed or was skipped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, NamedTuple, Optional
+
+from .forward_mode import Kernel
+from .invariants import CATALOG, Level
+from .models import AttentionBatch, GraphLayout, PagedKVCache, SlidingWindowPool
+from .tensor_facts import read_host_ints
+
+__all__ = ["Finding", "Check", "CheckContext", "CHECKS", "register"]
+
+
+class Finding(NamedTuple):
+    """One violation found by a check: ``detail`` (what is wrong, one clause)
+    and ``fields`` (offending field name -> value seen)."""
+
+    detail: str
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Check:
+    """A registered check: the invariant it verifies, the level it needs, the
+    invariants it depends on, and the function."""
+
+    invariant: str
+    level: Level
+    needs: tuple[str, ...]
+    fn: Callable[["CheckContext"], Optional[Finding]]
+
+
+CHECKS: list[Check] = []
+"""All registered checks in run order (shapes module first, then values)."""
+
+
+def register(
+    invariant: str, level: Level, needs: tuple[str, ...] = ()
+) -> Callable[[Callable[["CheckContext"], Optional[Finding]]], Callable[["CheckContext"], Optional[Finding]]]:
+    """Decorator: register ``fn`` as the ``level`` part of ``invariant``.
+
+    Raises:
+        KeyError: ``invariant`` or one of ``needs`` is not in the catalog.
+    """
+    for inv_id in (invariant, *needs):
+        if inv_id not in CATALOG:
+            raise KeyError(f"check registered for unknown invariant {inv_id!r}")
+
+    def deco(fn):
+        CHECKS.append(Check(invariant, level, tuple(needs), fn))
+        return fn
+
+    return deco
+
+
+@dataclass
+class CheckContext:
+    """Everything one validation run looks at, plus what earlier checks learned.
+
+    Attributes:
+        batch, kv_cache, swa_pool, captured: the validated launch.
+        level: the level this run goes up to.
+        batch_size: the agreed batch size once ``batch-size`` passed (``None``
+            when no field states one).
+        failed: ids of invariants that failed in this run.
+        skipped: ids of invariants skipped because a dependency failed.
+    """
+
+    batch: AttentionBatch
+    kv_cache: Optional[PagedKVCache] = None
+    swa_pool: Optional[SlidingWindowPool] = None
+    captured: Optional[GraphLayout] = None
+    level: Level = Level.VALUES
+    batch_size: Optional[int] = None
+    failed: set[str] = field(default_factory=set)
+    skipped: set[str] = field(default_factory=set)
+    _host: Optional[dict[str, list]] = None
+    _q_lens: Optional[list[int]] = None
+
+    @property
+    def page_size(self) -> Optional[int]:
+        """Tokens per page: the KV cache's when given, else ``batch.page_size``."""
+        if self.kv_cache is not None:
+            return self.kv_cache.page_size
+        return self.batch.page_size
+
+    @property
+    def host(self) -> dict[str, list]:
+        """Host copies of the batch's index tensors (field name -> nested list),
+        read on first use with one packed device-to-host copy. Only VALUES
+        checks may touch this."""
+        if self._host is None:
+            self._host = read_host_ints(self.batch.index_tensors())
+        return self._host
+
+    def q_lens(self) -> Optional[list[int]]:
+        """Per-request query lengths in tokens: differences of ``cu_seqlens_q``
+        when given, else ``q_len_per_req`` (default 1) repeated ``batch_size``
+        times on a decode kernel; ``None`` when unknown. VALUES only."""
+        if self._q_lens is None:
+            offsets = self.host.get("cu_seqlens_q")
+            if offsets is not None:
+                self._q_lens = [b - a for a, b in zip(offsets, offsets[1:])]
+            elif self.batch.kernel is Kernel.DECODE and self.batch_size is not None:
+                self._q_lens = [self.batch.decode_q_len()] * self.batch_size
+        return self._q_lens

@@ -1,0 +1,476 @@
+"""Typed descriptions of one FMHA launch: the batch metadata, the paged KV
+cache, the sliding-window (SWA) pool and a CUDA-graph capture snapshot.
+
+Construction only checks cheap Python-level facts (ints are non-negative,
+tensors look like tensors). The invariants of :mod:`guardrails.invariants` run
+in :func:`guardrails.validate`, so a buggy batch can be built, inspected and
+then validated. Models are frozen; derive a variant with
+``batch.model_copy(update={...})``.
+
+Tensors are duck-typed (anything with ``.shape``, ``.dtype``, ``.device``;
+torch tensors in practice) and torch is never imported here.
+
+Units: lengths and offsets are in tokens, page ids index the first dimension
+of the KV-cache tensor, ``page_size`` is tokens per page.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Any, Optional, Union
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    NonNegativeInt,
+    PositiveInt,
+    field_validator,
+)
+
+from .forward_mode import ForwardMode, Kernel
+from .tensor_facts import (
+    data_ptr_of,
+    device_name,
+    dtype_name,
+    has_readable_data,
+    is_tensor_like,
+    read_host_ints,
+    shape_of,
+    stream_is_capturing,
+    strides_of,
+)
+
+__all__ = [
+    "TensorLike",
+    "KVLayout",
+    "PagedKVCache",
+    "SlidingWindowPool",
+    "AttentionBatch",
+    "BufferLayout",
+    "GraphLayout",
+    "INDEX_TENSOR_FIELDS",
+    "pages_needed",
+]
+
+
+def _require_tensor_like(value: Any) -> Any:
+    if value is not None and not is_tensor_like(value):
+        raise ValueError(
+            f"expected a tensor (an object with .shape, .dtype and .device), got {type(value).__name__}"
+        )
+    return value
+
+
+TensorLike = Annotated[Any, AfterValidator(_require_tensor_like)]
+"""Any object with ``.shape``, ``.dtype`` and ``.device`` (a torch tensor in practice)."""
+
+_FROZEN = ConfigDict(frozen=True, arbitrary_types_allowed=True, extra="forbid")
+
+INDEX_TENSOR_FIELDS = ("cu_seqlens_q", "cu_seqlens_kv", "seq_lens", "page_table", "swa_page_table")
+"""The AttentionBatch fields holding int32 index tensors passed to the kernel."""
+
+
+class KVLayout(str, Enum):
+    """Axis order of one page of a paged KV cache (FlashInfer ``kv_layout``)."""
+
+    NHD = "NHD"
+    """[num_pages, page_size, num_kv_heads, head_dim] (FlashInfer default)."""
+    HND = "HND"
+    """[num_pages, num_kv_heads, page_size, head_dim] (trtllm-gen and xqa)."""
+
+
+class PagedKVCache(BaseModel):
+    """Sizes of the paged KV cache one launch reads.
+
+    Attributes:
+        num_pages: pages in the pool (first dim of the cache tensor). Valid page
+            ids are ``[0, num_pages)``.
+        page_size: tokens per page.
+        num_kv_heads: KV heads (per tensor-parallel rank).
+        head_dim: elements per head.
+        layout: :class:`KVLayout` the sizes were read with.
+        device: device string of the cache tensor, e.g. ``"cuda:0"``; ``None``
+            when built by hand.
+        dtype: dtype name of the cache, e.g. ``"bfloat16"``, ``"float8_e4m3fn"``.
+        head_dim_stride: stride (in elements) of the head_dim axis; must be 1.
+    """
+
+    model_config = _FROZEN
+
+    num_pages: NonNegativeInt
+    page_size: PositiveInt
+    num_kv_heads: PositiveInt
+    head_dim: PositiveInt
+    layout: KVLayout = KVLayout.HND
+    device: Optional[str] = None
+    dtype: Optional[str] = None
+    head_dim_stride: Optional[int] = None
+
+    @classmethod
+    def from_tensor(cls, kv_cache: Any, layout: Union[str, KVLayout] = "HND") -> "PagedKVCache":
+        """Read the sizes from a FlashInfer-style paged KV cache.
+
+        Accepts, as FlashInfer's paged attention APIs do:
+
+        * a ``(k_cache, v_cache)`` tuple/list, each 4-D
+          ``[num_pages, page_size, num_kv_heads, head_dim]`` (NHD) or
+          ``[num_pages, num_kv_heads, page_size, head_dim]`` (HND);
+        * one 5-D tensor ``[num_pages, 2, ...page dims]`` (K and V interleaved
+          per page);
+        * one 4-D tensor (a K-only or shared-KV cache, e.g. MLA's
+          ``[num_pages, 1, page_size, kv_lora_rank + rope_dim]`` in HND).
+
+        Only shapes/strides/dtype/device are read (no data, no sync).
+
+        Raises:
+            ValueError: unsupported rank, a 5-D tensor whose dim 1 is not 2,
+                K and V shapes that differ, or an unknown layout.
+        """
+        layout = KVLayout(layout.upper() if isinstance(layout, str) else layout)
+        if isinstance(kv_cache, (tuple, list)):
+            if len(kv_cache) != 2:
+                raise ValueError(f"expected a (k_cache, v_cache) pair, got {len(kv_cache)} tensors")
+            k, v = kv_cache
+            if shape_of(k) != shape_of(v):
+                raise ValueError(
+                    f"k_cache and v_cache shapes differ: {shape_of(k)} vs {shape_of(v)}"
+                )
+            tensor, shape = k, shape_of(k)
+            if len(shape) != 4:
+                raise ValueError(f"expected 4-D k/v caches, got k_cache.shape={shape}")
+            page_dims = shape[1:]
+        else:
+            if not is_tensor_like(kv_cache):
+                raise ValueError(f"expected a tensor or (k, v) pair, got {type(kv_cache).__name__}")
+            tensor, shape = kv_cache, shape_of(kv_cache)
+            if len(shape) == 5:
+                if shape[1] != 2:
+                    raise ValueError(
+                        f"a 5-D KV cache must be [num_pages, 2, ...], got shape {shape}"
+                    )
+                page_dims = shape[2:]
+            elif len(shape) == 4:
+                page_dims = shape[1:]
+            else:
+                raise ValueError(
+                    f"expected a 4-D or 5-D KV cache (or a (k, v) pair), got shape {shape}"
+                )
+        if layout is KVLayout.NHD:
+            page_size, num_kv_heads, head_dim = page_dims
+        else:
+            num_kv_heads, page_size, head_dim = page_dims
+        strides = strides_of(tensor)
+        return cls(
+            num_pages=shape[0],
+            page_size=page_size,
+            num_kv_heads=num_kv_heads,
+            head_dim=head_dim,
+            layout=layout,
+            device=device_name(tensor),
+            dtype=dtype_name(tensor),
+            head_dim_stride=strides[-1] if strides else None,
+        )
+
+    @property
+    def num_tokens(self) -> int:
+        """Token capacity: ``num_pages * page_size``."""
+        return self.num_pages * self.page_size
+
+
+class SlidingWindowPool(BaseModel):
+    """The separate KV pool of sliding-window-attention (SWA) layers in a hybrid
+    model (SGLang ``SWAKVPool``: full-attention layers use the full pool,
+    SWA layers a smaller one with its own page ids).
+
+    Attributes:
+        num_swa_pages: pages in the SWA pool; SWA page ids must be in
+            ``[0, num_swa_pages)``.
+        page_size: tokens per SWA page (SGLang uses the full pool's page size).
+        full_to_swa: optional 1-D integer tensor mapping a full-pool TOKEN index
+            to an SWA-pool token index (SGLang's ``full_to_swa_index_mapping``,
+            int64, length >= full pool tokens). The SWA page of full page ``p``
+            is ``full_to_swa[p * page_size] // page_size``, as SGLang's
+            TRTLLMHAAttnBackend computes it. Slot 0 is the dummy slot that
+            out-of-window tokens map to.
+        window_left: FlashInfer ``window_left`` / SGLang
+            ``layer.sliding_window_size``: a query at position ``i`` attends keys
+            ``[i - window_left, i]``. When set, only pages inside the window are
+            checked; ``None`` (or -1) checks every used page.
+        swa_layer_ids: global layer ids of the SWA layers (informational; the
+            runtime guard uses it to pick the pool per layer).
+    """
+
+    model_config = _FROZEN
+
+    num_swa_pages: NonNegativeInt
+    page_size: PositiveInt
+    full_to_swa: Optional[TensorLike] = None
+    window_left: Optional[int] = None
+    swa_layer_ids: tuple[int, ...] = ()
+
+    @field_validator("window_left")
+    @classmethod
+    def _window(cls, value: Optional[int]) -> Optional[int]:
+        if value is None or value == -1:
+            return None
+        if value < 0:
+            raise ValueError("window_left must be >= 0 (or -1 / None for no window)")
+        return value
+
+    @classmethod
+    def from_tensor(
+        cls,
+        swa_kv_cache: Any,
+        layout: Union[str, KVLayout] = "HND",
+        *,
+        full_to_swa: Any = None,
+        window_left: Optional[int] = None,
+        swa_layer_ids: tuple[int, ...] = (),
+    ) -> "SlidingWindowPool":
+        """Build from the SWA layers' KV cache tensor (any form accepted by
+        :meth:`PagedKVCache.from_tensor`): num_swa_pages and page_size are read
+        from its shape.
+
+        Raises:
+            ValueError: as :meth:`PagedKVCache.from_tensor`.
+        """
+        kv = PagedKVCache.from_tensor(swa_kv_cache, layout)
+        return cls(
+            num_swa_pages=kv.num_pages,
+            page_size=kv.page_size,
+            full_to_swa=full_to_swa,
+            window_left=window_left,
+            swa_layer_ids=tuple(swa_layer_ids),
+        )
+
+
+class AttentionBatch(BaseModel):
+    """Metadata of one paged-attention launch, as the kernel will see it.
+
+    All tensors are optional: describe what the launch passes and the
+    invariants involving missing fields are skipped. Tensors are expected on
+    the attention device; index tensors int32 (checked by
+    ``metadata-dtype-device``, not at construction).
+
+    Attributes:
+        forward_mode: :class:`~guardrails.forward_mode.ForwardMode` of the batch
+            (SGLang's ``forward_batch.forward_mode`` converts directly).
+        kernel: ``"decode"`` (uniform ``q_len_per_req``: trtllm-gen decode, xqa,
+            FlashInfer batch decode) or ``"prefill"`` (ragged via
+            ``cu_seqlens_q``: trtllm context, fa2/fa3 prefill). ``None`` when
+            unknown: the kernel-specific checks are skipped.
+        batch_size: the explicit batch-size argument of the launch (e.g.
+            ``batch_size`` of ``trtllm_batch_context_with_kv_cache``), number of
+            requests. SGLang #21649 passed the DP-padded value here.
+        num_query_rows: ``q.shape[0]``: query tokens in the launch (all requests).
+        query: optional query tensor ``[num_query_rows, num_qo_heads, head_dim]``;
+            its shape, device and head_dim are checked, never its contents.
+        cu_seqlens_q: ``[batch_size + 1]`` int32, exclusive prefix sum of
+            per-request query lengths in tokens (FlashInfer ``qo_indptr``,
+            trtllm ``cum_seq_lens_q``).
+        cu_seqlens_kv: ``[batch_size + 1]`` int32, exclusive prefix sum of
+            ``seq_lens`` in tokens (trtllm ``cum_seq_lens_kv``; NOT FlashInfer's
+            page-granular ``paged_kv_indptr``).
+        seq_lens: ``[batch_size]`` int32, KV length of each request in tokens
+            INCLUDING the new query tokens (SGLang ``cache_seqlens_int32``).
+        page_table: ``[batch_size, max_pages_per_req]`` int32 block table; row
+            ``i`` lists the page ids of request ``i``; the first
+            ``ceil(seq_lens[i] / page_size)`` entries are read.
+        swa_page_table: like ``page_table`` but with SWA-pool page ids, read by
+            the sliding-window layers of a hybrid model (SGLang
+            ``metadata.swa_page_table``).
+        max_seq_len_q: upper bound on per-request query length (tokens) passed
+            as a scalar (``max_q_len``).
+        max_seq_len_kv: upper bound on ``seq_lens`` (tokens) passed as a scalar
+            (``max_kv_len`` / ``max_seq_len``).
+        q_len_per_req: query rows per request for decode kernels (1 for
+            DECODE, ``speculative_num_draft_tokens`` for TARGET_VERIFY); a
+            decode kernel without it assumes 1.
+        page_size: tokens per page the page table was built with; compared with
+            the KV cache's page size (``kv-layout``), used when no KV cache is given.
+    """
+
+    model_config = _FROZEN
+
+    forward_mode: ForwardMode
+    kernel: Optional[Kernel] = None
+    batch_size: Optional[NonNegativeInt] = None
+    num_query_rows: Optional[NonNegativeInt] = None
+    query: Optional[TensorLike] = None
+    cu_seqlens_q: Optional[TensorLike] = None
+    cu_seqlens_kv: Optional[TensorLike] = None
+    seq_lens: Optional[TensorLike] = None
+    page_table: Optional[TensorLike] = None
+    swa_page_table: Optional[TensorLike] = None
+    max_seq_len_q: Optional[NonNegativeInt] = None
+    max_seq_len_kv: Optional[NonNegativeInt] = None
+    q_len_per_req: Optional[PositiveInt] = None
+    page_size: Optional[PositiveInt] = None
+
+    def replace(self, **update: Any) -> "AttentionBatch":
+        """A validated copy with ``update`` applied (unlike
+        ``model_copy(update=...)``, which skips validation so e.g. a string
+        ``forward_mode`` stays a string).
+
+        Raises:
+            pydantic.ValidationError: an updated field is invalid.
+        """
+        return type(self)(**{**dict(self), **update})
+
+    def index_tensors(self) -> dict[str, Any]:
+        """The index tensors present, by field name, in
+        :data:`INDEX_TENSOR_FIELDS` order."""
+        return {
+            name: getattr(self, name)
+            for name in INDEX_TENSOR_FIELDS
+            if getattr(self, name) is not None
+        }
+
+    def query_row_count(self) -> Optional[int]:
+        """``query.shape[0]`` when a query is given, else ``num_query_rows``
+        (``None`` when neither is known). Shape-only."""
+        if self.query is not None and len(shape_of(self.query)) >= 1:
+            return shape_of(self.query)[0]
+        return self.num_query_rows
+
+    def batch_size_sources(self) -> dict[str, int]:
+        """Every batch size the launch states, keyed by how it is derived:
+        ``batch_size``, ``cu_seqlens_q.shape[0] - 1``, ``cu_seqlens_kv.shape[0] - 1``,
+        ``seq_lens.shape[0]``, ``page_table.shape[0]``, ``swa_page_table.shape[0]``.
+        Shape-only; tensors of rank 0 are left out."""
+        sources: dict[str, int] = {}
+        if self.batch_size is not None:
+            sources["batch_size"] = self.batch_size
+        for name, minus_one in (
+            ("cu_seqlens_q", True),
+            ("cu_seqlens_kv", True),
+            ("seq_lens", False),
+            ("page_table", False),
+            ("swa_page_table", False),
+        ):
+            t = getattr(self, name)
+            if t is None or len(shape_of(t)) == 0:
+                continue
+            if minus_one:
+                sources[f"{name}.shape[0] - 1"] = shape_of(t)[0] - 1
+            else:
+                sources[f"{name}.shape[0]"] = shape_of(t)[0]
+        return sources
+
+    def decode_q_len(self) -> int:
+        """Query rows per request a decode kernel assumes: ``q_len_per_req`` or 1."""
+        return self.q_len_per_req or 1
+
+
+class BufferLayout(BaseModel):
+    """Shape-level fingerprint of one buffer baked into a CUDA graph.
+
+    Attributes:
+        shape: sizes. dtype: dtype name. stride: element strides (``None`` if
+        unknown). device: device string. data_ptr: address (``None`` if unknown);
+        a different address at replay means the buffer was rebound instead of
+        refilled with ``copy_``.
+    """
+
+    model_config = _FROZEN
+
+    shape: tuple[int, ...]
+    dtype: str
+    stride: Optional[tuple[int, ...]] = None
+    device: str
+    data_ptr: Optional[int] = None
+
+    @classmethod
+    def of(cls, t: Any) -> "BufferLayout":
+        """Fingerprint tensor ``t`` (no data read)."""
+        return cls(
+            shape=shape_of(t),
+            dtype=dtype_name(t),
+            stride=strides_of(t),
+            device=device_name(t),
+            data_ptr=data_ptr_of(t),
+        )
+
+
+class GraphLayout(BaseModel):
+    """What a CUDA graph baked in when it captured an attention launch; compare
+    replays against it with ``validate(batch, captured=layout)``
+    (invariant ``graph-replay-layout``, SGLang #21987).
+
+    Attributes:
+        buffers: field name -> :class:`BufferLayout` of each index tensor (and
+            the query) present at capture.
+        forward_mode, kernel, batch_size, num_query_rows, q_len_per_req: as
+            captured (``batch_size`` is the first stated batch size).
+        max_seq_len_q, max_seq_len_kv: scalars passed to the kernel at capture;
+            the graph replays them unchanged.
+        sum_seq_lens_q: total query tokens at capture (``cu_seqlens_q[-1]``, or
+            the query row count when values were not read).
+        cu_seqlens_q_stride: the uniform per-request stride of ``cu_seqlens_q``
+            at capture, ``None`` when capture was ragged or not read.
+    """
+
+    model_config = _FROZEN
+
+    buffers: dict[str, BufferLayout]
+    forward_mode: ForwardMode
+    kernel: Optional[Kernel] = None
+    batch_size: Optional[int] = None
+    num_query_rows: Optional[int] = None
+    q_len_per_req: Optional[int] = None
+    max_seq_len_q: Optional[int] = None
+    max_seq_len_kv: Optional[int] = None
+    sum_seq_lens_q: Optional[int] = None
+    cu_seqlens_q_stride: Optional[int] = None
+
+    @classmethod
+    def capture(cls, batch: AttentionBatch, *, read_values: bool = True) -> "GraphLayout":
+        """Snapshot ``batch`` as a CUDA graph bakes it in.
+
+        Call it right after ``init_forward_metadata_capture_cuda_graph``
+        (outside ``torch.cuda.graph(...)``). With ``read_values=True`` it copies
+        ``cu_seqlens_q`` to the host once to learn the captured stride and
+        total; this is skipped automatically on ``meta`` tensors and while a
+        stream is capturing, in which case the stride is taken to be
+        ``q_len_per_req`` on a decode kernel (else unknown) and the total to be
+        the query row count.
+        """
+        buffers = {name: BufferLayout.of(t) for name, t in batch.index_tensors().items()}
+        if batch.query is not None:
+            buffers["query"] = BufferLayout.of(batch.query)
+        sources = batch.batch_size_sources()
+        stride: Optional[int] = batch.q_len_per_req if batch.kernel is Kernel.DECODE else None
+        total: Optional[int] = batch.query_row_count()
+        cu = batch.cu_seqlens_q
+        if (
+            read_values
+            and cu is not None
+            and len(shape_of(cu)) == 1
+            and has_readable_data(cu)
+            and not stream_is_capturing()
+        ):
+            offsets = read_host_ints({"cu_seqlens_q": cu})["cu_seqlens_q"]
+            if offsets:
+                total = offsets[-1]
+                lens = {b - a for a, b in zip(offsets, offsets[1:])}
+                stride = lens.pop() if len(lens) == 1 else None
+        return cls(
+            buffers=buffers,
+            forward_mode=batch.forward_mode,
+            kernel=batch.kernel,
+            batch_size=next(iter(sources.values()), None),
+            num_query_rows=batch.query_row_count(),
+            q_len_per_req=batch.q_len_per_req,
+            max_seq_len_q=batch.max_seq_len_q,
+            max_seq_len_kv=batch.max_seq_len_kv,
+            sum_seq_lens_q=total,
+            cu_seqlens_q_stride=stride,
+        )
+
+
+def pages_needed(seq_len: int, page_size: int) -> int:
+    """``ceil(seq_len / page_size)`` for ``seq_len >= 0``: pages a request of
+    ``seq_len`` tokens occupies."""
+    return -(-seq_len // page_size) if seq_len > 0 else 0
+
