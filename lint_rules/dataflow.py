@@ -155,6 +155,15 @@ class FlowWalker:
             return self.run(block.body, state)
         return state
 
+    def _loop(self, stmt: cst.For | cst.While, before: FlowState, entry: FlowState) -> FlowState:
+        """Run the body twice (a name tainted late reaches the top), then the ``else``."""
+        once = self._block(stmt.body, entry)
+        twice = self._block(stmt.body, entry.merge(once))
+        state = before.merge(twice)
+        if stmt.orelse is not None:
+            state = self._block(stmt.orelse.body, state)
+        return state
+
     def _statement(self, stmt: cst.CSTNode, state: FlowState) -> FlowState:
         if isinstance(stmt, cst.SimpleStatementLine):
             return self.run(stmt.body, state)
@@ -190,21 +199,11 @@ class FlowWalker:
             return after
         if isinstance(stmt, cst.For):
             state = self._visit(stmt.iter, state)
-            loop_state = state.bind(target_names(stmt.target), self.is_tainted(stmt.iter, state))
-            once = self._block(stmt.body, loop_state)
-            twice = self._block(stmt.body, loop_state.merge(once))
-            state = state.merge(twice)
-            if stmt.orelse is not None:
-                state = self._block(stmt.orelse.body, state)
-            return state
+            entry = state.bind(target_names(stmt.target), self.is_tainted(stmt.iter, state))
+            return self._loop(stmt, state, entry)
         if isinstance(stmt, cst.While):
             state = self._visit(stmt.test, state)
-            once = self._block(stmt.body, state)
-            twice = self._block(stmt.body, state.merge(once))
-            state = state.merge(twice)
-            if stmt.orelse is not None:
-                state = self._block(stmt.orelse.body, state)
-            return state
+            return self._loop(stmt, state, state)
         if isinstance(stmt, cst.With):
             for item in stmt.items:
                 state = self._visit(item.item, state)
