@@ -44,14 +44,43 @@ DEFAULT_KERNEL_CALLS: tuple[str, ...] = (
     "flash_attn_varlen_func",
     "flash_mla_with_kvcache",
     "flash_mla_sparse_fwd",
+    "_flash_mla_with_kvcache",  # SGLang binds a partial of flash_mla_with_kvcache
+    # AMD aiter / triton unified kernels and SGLang's own triton kernels
+    "unified_attention",
+    "unified_attention_3d_mtp_decode_func",
+    "unified_attention_3d_mtp_ragged_func",
+    "mha_batch_prefill_func",
+    "flash_attn_varlen_fp8_pertensor_func",
+    "mla_decode_fwd",
+    "mla_prefill_fwd",
+    "paged_attention_ragged",
+    "pa_decode_gluon",
+    "extend_attention_fwd",
+    "extend_attention_fwd_unified",
+    "decode_attention_fwd",
+    "attention_decode_fp8",
+    "attention_decode_bf16",
     # private launch helpers of a backend class (SGLang's `_run_prefill_kernel`, ...)
     "_run_*_kernel",
     "_launch_*_kernel",
 )
 
+#: Calls that re-plan or re-check the metadata for the batch as it is now: after one
+#: of them (or after ``if <size mismatch>: <re-plan or raise>``) the sizes agree.
+DEFAULT_REPLAN_CALLS: tuple[str, ...] = (
+    "init_forward_metadata*",
+    "*rebuild*metadata*",
+    "*_dp_padding",
+)
+
+#: A ``self`` helper that reads the pool but also consults these knows about the
+#: draft worker's swap (SGLang #27491's ``_resolve_swa_kv_pool``): not stale state.
+DEFAULT_SWAP_AWARE_MARKERS: tuple[str, ...] = ("is_frozen_kv_mtp", "token_to_kv_pool_allocator")
+
 #: Kernel keyword arguments that never carry a batch extent: per-head scale factors
-#: (``k_descale = layer.k_scale.expand(bs, heads)`` is broadcast, not indexed by request).
-DEFAULT_IGNORED_KERNEL_ARGS: tuple[str, ...] = ("*scale*",)
+#: (``k_descale = layer.k_scale.expand(bs, heads)`` is broadcast, not indexed by request)
+#: and boolean switches (``enable_lean=policy(bs)`` picks a code path, sizes nothing).
+DEFAULT_IGNORED_KERNEL_ARGS: tuple[str, ...] = ("*scale*", "enable_*", "use_*", "is_*")
 
 #: Methods of an attention backend that run once per layer at forward time.
 DEFAULT_FORWARD_METHODS: tuple[str, ...] = ("forward", "forward_*", "_forward_*")
@@ -86,6 +115,11 @@ DEFAULT_IMMUTABLE_POOL_FACTS: tuple[str, ...] = (
     "page_size",
     "device",
     "kv_cache_dim",
+    "*layout*",
+    "*vec5d*",
+    "*interleaved*",
+    "*quant_method*",
+    "present_ratios",
     "get_v_head_dim",
     "get_head_dim",
     "layer_num",
@@ -105,6 +139,8 @@ class LintConfig(BaseModel):
 
     kernel_calls: tuple[str, ...] = DEFAULT_KERNEL_CALLS
     ignored_kernel_args: tuple[str, ...] = DEFAULT_IGNORED_KERNEL_ARGS
+    replan_calls: tuple[str, ...] = DEFAULT_REPLAN_CALLS
+    swap_aware_markers: tuple[str, ...] = DEFAULT_SWAP_AWARE_MARKERS
     forward_methods: tuple[str, ...] = DEFAULT_FORWARD_METHODS
     planning_methods: tuple[str, ...] = DEFAULT_PLANNING_METHODS
     pool_attributes: tuple[str, ...] = DEFAULT_POOL_ATTRIBUTES
@@ -113,6 +149,12 @@ class LintConfig(BaseModel):
 
     def is_kernel_call(self, name: str) -> bool:
         return _matches(name, self.kernel_calls)
+
+    def is_replan_call(self, name: str) -> bool:
+        return _matches(name, self.replan_calls)
+
+    def is_swap_aware_marker(self, name: str) -> bool:
+        return _matches(name, self.swap_aware_markers)
 
     def is_ignored_kernel_arg(self, keyword: str) -> bool:
         return _matches(keyword, self.ignored_kernel_args)
@@ -146,6 +188,8 @@ class LintConfig(BaseModel):
 _KEYS = {
     "extra-kernel-calls": "kernel_calls",
     "extra-ignored-kernel-args": "ignored_kernel_args",
+    "extra-replan-calls": "replan_calls",
+    "extra-swap-aware-markers": "swap_aware_markers",
     "extra-forward-methods": "forward_methods",
     "extra-planning-methods": "planning_methods",
     "extra-pool-attributes": "pool_attributes",

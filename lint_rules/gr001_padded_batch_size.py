@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from collections import defaultdict
 from dataclasses import replace
 
 import libcst as cst
@@ -95,6 +96,30 @@ class PaddedBatchSizeInKernelCall(LintRule):
                     return trtllm_batch_context_with_kv_cache(query=q, batch_size=bs)
             """
         ),
+        Valid(  # a flag derived from the size is not a size
+            """
+            class FooBackend:
+                def forward_decode(self, q, k, v, layer, forward_batch):
+                    use_split = forward_batch.batch_size < 8
+                    return trtllm_batch_decode_with_kv_cache(query=q, enable_split=use_split)
+            """
+        ),
+        Valid(  # a private helper reached only after its caller's re-plan guard
+            """
+            class TRTLLMMLABackend:
+                def forward_decode(self, q, k, v, layer, forward_batch):
+                    metadata = forward_batch.decode_trtllm_mla_metadata
+                    batch_size = getattr(metadata, "batch_size", None)
+                    if batch_size is not None and batch_size < forward_batch.batch_size:
+                        self.init_forward_metadata(forward_batch)
+                        metadata = forward_batch.decode_trtllm_mla_metadata
+                    return self._forward_decode_dcp(q, layer, forward_batch, metadata)
+
+                def _forward_decode_dcp(self, q, layer, forward_batch, metadata):
+                    bs = forward_batch.batch_size
+                    return trtllm_batch_decode_with_kv_cache_mla(query=q, seq_lens=metadata.seq_lens_k[:bs])
+            """
+        ),
         Valid(  # not an attention backend
             """
             class Scheduler:
@@ -164,12 +189,20 @@ class PaddedBatchSizeInKernelCall(LintRule):
         for cls in iter_backend_classes(ctx.module):
             methods = {fn.name.value: fn for fn in iter_methods(cls)}
             helpers = HelperSummaries(methods, lambda fn: self._classifier(fn, helpers))
+            per_method: dict[str, list[Finding]] = {}
+            #: method name -> guard state at each forward-time `self.<method>(...)` call
+            call_sites: dict[str, list[bool]] = defaultdict(list)
             for fn in methods.values():
                 if not self.config.is_forward_method(fn.name.value):
                     continue
                 if forward_batch_params(fn):
                     symbol = f"{cls.name.value}.{fn.name.value}"
-                    findings.extend(self._check_method(ctx, fn, helpers, symbol))
+                    per_method[fn.name.value] = self._check_method(ctx, fn, helpers, symbol, call_sites)
+            for name, found in per_method.items():
+                sites = call_sites.get(name, [])
+                if name.startswith("_") and sites and all(sites):
+                    continue  # a private helper reached only after its callers' re-plan guard
+                findings.extend(found)
         return findings
 
     @staticmethod
@@ -180,6 +213,10 @@ class PaddedBatchSizeInKernelCall(LintRule):
         def classify(node: cst.CSTNode, state: FlowState) -> Verdict:
             if is_batch_size_read(node, holders):
                 return "source"
+            if isinstance(node, cst.Comparison) or (
+                isinstance(node, cst.UnaryOperation) and isinstance(node.operator, cst.Not)
+            ):
+                return "clean"  # `bs <= 8` is a policy flag, not a size
             if isinstance(node, cst.Call):
                 summary = helpers.summarize(node, state, classify)
                 if summary is not None:
@@ -189,15 +226,26 @@ class PaddedBatchSizeInKernelCall(LintRule):
         return classify
 
     def _check_method(
-        self, ctx: ModuleContext, fn: cst.FunctionDef, helpers: HelperSummaries, symbol: str
+        self,
+        ctx: ModuleContext,
+        fn: cst.FunctionDef,
+        helpers: HelperSummaries,
+        symbol: str,
+        call_sites: dict[str, list[bool]],
     ) -> list[Finding]:
         findings: list[Finding] = []
         classify = self._classifier(fn, helpers)
 
-        def on_statement(node: cst.CSTNode, state: FlowState) -> None:
+        def on_statement(node: cst.CSTNode, state: FlowState) -> FlowState | None:
+            calls = list(iter_calls(node))
+            for call in calls:
+                if helpers.helper_of(call) is not None:
+                    call_sites[callee_name(call) or ""].append(state.guarded)
             if state.guarded:
-                return
-            for call in iter_calls(node):
+                return None
+            if any(self.config.is_replan_call(callee_name(c) or "") for c in calls):
+                return replace(state, guarded=True)  # re-planned for the batch as it is now
+            for call in calls:
                 kernel = callee_name(call)
                 if kernel is None or not self.config.is_kernel_call(kernel):
                     continue
@@ -219,9 +267,16 @@ class PaddedBatchSizeInKernelCall(LintRule):
                             "the kernel reads (e.g. `cu_seqlens_q.shape[0] - 1`).",
                         )
                     )
+            return None
+
+        holders = forward_batch_params(fn)
+
+        def size_read(node: cst.CSTNode, _: FlowState) -> Verdict:
+            return "source" if is_batch_size_read(node, holders) else None
 
         def after_if(stmt: cst.If, before: FlowState, after: FlowState) -> FlowState:
-            if tainted_parts(stmt.test, before, classify) and self._replans_or_raises(stmt.body):
+            # `if metadata.batch_size < forward_batch.batch_size: <re-plan or raise>`
+            if tainted_parts(stmt.test, before, size_read) and self._replans_or_raises(stmt.body):
                 return replace(after, guarded=True)
             return after
 
@@ -234,6 +289,7 @@ class PaddedBatchSizeInKernelCall(LintRule):
     def _replans_or_raises(self, body: cst.BaseSuite) -> bool:
         """The guard's body re-plans the metadata (``self.init_forward_metadata*``) or raises."""
         replans = False
+        config = self.config
 
         class _Scan(cst.CSTVisitor):
             def visit_Raise(self, _: cst.Raise) -> None:
@@ -243,7 +299,7 @@ class PaddedBatchSizeInKernelCall(LintRule):
             def visit_Call(self, call: cst.Call) -> None:
                 nonlocal replans
                 name = callee_name(call)
-                if name is not None and name.startswith("init_forward_metadata"):
+                if name is not None and config.is_replan_call(name):
                     replans = True
 
         body.visit(_Scan())

@@ -80,6 +80,23 @@ class StaleKvPoolState(LintRule):
                     use_swa = isinstance(forward_batch.token_to_kv_pool, SWAKVPool)
             """
         ),
+        Valid(  # a resolver that handles the draft worker's swap (SGLang #27491)
+            """
+            class TRTLLMHAAttnBackend(AttentionBackend):
+                def __init__(self, model_runner):
+                    self._swa_kv_pool = self._resolve_swa_kv_pool(model_runner)
+
+                @staticmethod
+                def _resolve_swa_kv_pool(model_runner):
+                    active_pool = model_runner.token_to_kv_pool
+                    if isinstance(active_pool, SWAKVPool):
+                        return active_pool
+                    if model_runner.is_draft_worker and not model_runner.spec_algorithm.is_frozen_kv_mtp():
+                        return None
+                    kvcache = model_runner.token_to_kv_pool_allocator.get_kvcache()
+                    return kvcache if isinstance(kvcache, SWAKVPool) else None
+            """
+        ),
         Valid(  # not in __init__
             """
             class FooBackend(AttentionBackend):

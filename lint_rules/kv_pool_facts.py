@@ -26,15 +26,31 @@ def reads_pool(node: cst.CSTNode, config: LintConfig) -> bool:
     return found
 
 
+def mentions_swap(node: cst.CSTNode, config: LintConfig) -> bool:
+    """``node`` consults a swap-aware marker (``is_frozen_kv_mtp``, the shared allocator)."""
+    found = False
+
+    class _Scan(cst.CSTVisitor):
+        def visit_Name(self, name: cst.Name) -> None:
+            nonlocal found
+            found = found or config.is_swap_aware_marker(name.value)
+
+    node.visit(_Scan())
+    return found
+
+
 def pool_reading_helpers(cls: cst.ClassDef, config: LintConfig) -> Callable[[str], bool]:
     """A predicate: is ``name`` a method of the class (not ``__init__``) whose body reads
-    the pool? Each method is scanned only when ``__init__`` calls it."""
+    the pool without handling the draft worker's swap? Each method is scanned only when
+    ``__init__`` calls it. A resolver that also consults a swap-aware marker (SGLang
+    #27491's ``_resolve_swa_kv_pool`` falls back to ``token_to_kv_pool_allocator``) is
+    trusted."""
     methods = {fn.name.value: fn for fn in iter_methods(cls) if fn.name.value != "__init__"}
 
     @cache
     def reads(name: str) -> bool:
         fn = methods.get(name)
-        return fn is not None and reads_pool(fn.body, config)
+        return fn is not None and reads_pool(fn.body, config) and not mentions_swap(fn.body, config)
 
     return reads
 
@@ -92,6 +108,9 @@ def make_classifier(config: LintConfig, is_pool_helper: Callable[[str], bool], s
                 return "clean"
             if _is_trailing_shape_dim(node):
                 return "clean"
+            if isinstance(node, cst.Call) and isinstance(node.func, cst.Name):
+                if config.is_immutable_pool_fact(node.func.value):  # `_pool_is_vec5d(pool)`
+                    return "clean"
             if _is_getattr(node):
                 name = _string_arg(node, 1)
                 if name is not None and config.is_immutable_pool_fact(name):
