@@ -18,6 +18,11 @@ traced to a real SGLang fix (#21649, #24856, #21987, #26966)::
     )
     validate(batch, PagedKVCache.from_tensor(kv_cache, layout="HND"))
 
+FlashInfer's paged-KV wrappers describe the pages in CSR form instead of a
+page table: pass ``kv_indptr``, ``kv_indices`` and ``kv_last_page_len`` (the
+``plan()`` arguments); a ragged (non-paged) K/V passes ``cu_seqlens_kv`` and
+``num_kv_rows=key.shape[0]``.
+
 Importing this package never imports torch; tensors are duck-typed.
 The environment-driven launch hook lives in :mod:`runtime_checks`.
 """

@@ -99,6 +99,15 @@ class CheckContext:
             return self.kv_cache.page_size
         return self.batch.page_size
 
+    def agreed_page_size(self) -> Optional[int]:
+        """:attr:`page_size`, or ``None`` when the KV cache and
+        ``batch.page_size`` disagree (``kv-layout`` reports that; lengths
+        derived from page counts would be guesses)."""
+        kv, stated = self.kv_cache, self.batch.page_size
+        if kv is not None and stated is not None and kv.page_size != stated:
+            return None
+        return self.page_size
+
     @property
     def host(self) -> dict[str, list]:
         """Host copies of the batch's index tensors (field name -> nested list),
@@ -107,6 +116,70 @@ class CheckContext:
         if self._host is None:
             self._host = read_host_ints(self.batch.index_tensors())
         return self._host
+
+    def prefix_lens(self, name: str) -> Optional[list[int]]:
+        """Differences of the indptr tensor ``name`` (``cu_seqlens_kv``,
+        ``kv_indptr``, ...) when it starts at 0 and never decreases; ``None``
+        when absent or malformed (``cu-seqlens-monotone`` reports that).
+        VALUES only."""
+        offsets = self.host.get(name)
+        if not offsets or offsets[0] != 0:
+            return None
+        lens = [b - a for a, b in zip(offsets, offsets[1:])]
+        return None if any(n < 0 for n in lens) else lens
+
+    def token_kv_lens(self) -> Optional[tuple[str, list[int]]]:
+        """The per-request KV lengths the launch states in tokens, with the
+        name of their source: ``("seq_lens", seq_lens)``, else
+        ``("cu_seqlens_kv", its differences)`` when well-formed; ``None``
+        otherwise. VALUES only."""
+        seq_lens = self.host.get("seq_lens")
+        if seq_lens is not None:
+            return "seq_lens", seq_lens
+        lens = self.prefix_lens("cu_seqlens_kv")
+        return ("cu_seqlens_kv", lens) if lens is not None else None
+
+    def csr_kv_lens(self) -> Optional[list[int]]:
+        """Per-request KV lengths in tokens from FlashInfer's CSR form:
+        ``(kv_indptr[i+1] - kv_indptr[i] - 1) * page_size + kv_last_page_len[i]``,
+        0 for a request without pages. ``None`` when a CSR tensor or the page
+        size is missing, kv_indptr is malformed, the lengths disagree, or a
+        kv_last_page_len of a request with pages is outside 1..page_size
+        (``last-page-len`` reports that). VALUES only."""
+        counts = self.prefix_lens("kv_indptr")
+        last = self.host.get("kv_last_page_len")
+        page_size = self.agreed_page_size()
+        if counts is None or last is None or page_size is None or len(last) != len(counts):
+            return None
+        if any(n > 0 and not 1 <= v <= page_size for n, v in zip(counts, last)):
+            return None
+        return [(n - 1) * page_size + v if n > 0 else 0 for n, v in zip(counts, last)]
+
+    def kv_lens(self) -> Optional[list[int]]:
+        """Per-request KV lengths in tokens: ``seq_lens``; else the
+        ``cu_seqlens_kv`` differences; else the CSR length
+        (:meth:`csr_kv_lens`). When several are given their agreement is
+        checked by ``cu-seqlens-monotone`` and ``last-page-len``. ``None`` when
+        unknown. VALUES only."""
+        stated = self.token_kv_lens()
+        return stated[1] if stated is not None else self.csr_kv_lens()
+
+    def kv_len_fields(self, i: int) -> dict[str, int]:
+        """The offending-field entries naming request ``i``'s KV length as
+        :meth:`kv_lens` took it (e.g. ``{"seq_lens[3]": 17}``, or the CSR
+        page count and last-page length it was derived from)."""
+        stated = self.token_kv_lens()
+        if stated is not None:
+            source, lens = stated
+            if source == "seq_lens":
+                return {f"seq_lens[{i}]": lens[i]}
+            return {f"cu_seqlens_kv[{i + 1}] - cu_seqlens_kv[{i}]": lens[i]}
+        lens = self.csr_kv_lens() or []
+        counts = self.prefix_lens("kv_indptr") or []
+        fields = {f"kv_len[{i}]": lens[i], f"kv_indptr[{i + 1}] - kv_indptr[{i}]": counts[i]}
+        if counts[i] > 0:
+            fields[f"kv_last_page_len[{i}]"] = self.host["kv_last_page_len"][i]
+        return fields
 
     def q_lens(self) -> Optional[list[int]]:
         """Per-request query lengths in tokens: differences of ``cu_seqlens_q``

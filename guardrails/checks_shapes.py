@@ -14,7 +14,7 @@ from .invariants import Level
 from .models import BufferLayout
 from .tensor_facts import device_name, dtype_name, is_int_dtype, same_device, shape_of, strides_of
 
-_ONE_D = ("cu_seqlens_q", "cu_seqlens_kv", "seq_lens")
+_ONE_D = ("cu_seqlens_q", "cu_seqlens_kv", "seq_lens", "kv_indptr", "kv_indices", "kv_last_page_len")
 _TWO_D = ("page_table", "swa_page_table")
 
 
@@ -39,8 +39,10 @@ def _layout_problems(name: str, t: Any) -> list[tuple[str, Any, str]]:
 
 @register("metadata-dtype-device", Level.SHAPES)
 def check_metadata_dtype_device(ctx: CheckContext) -> Optional[Finding]:
-    """``metadata-dtype-device``: index tensors are int32, 1-D (cu_seqlens_*,
-    seq_lens, ``[batch_size + 1]`` / ``[batch_size]``) or 2-D with last-dim
+    """``metadata-dtype-device``: index tensors are int32, 1-D and contiguous
+    (cu_seqlens_*, seq_lens and FlashInfer's CSR kv_indptr / kv_indices /
+    kv_last_page_len: ``[batch_size + 1]`` / ``[>= kv_indptr[-1]]`` /
+    ``[batch_size]``) or 2-D with last-dim
     stride 1 (page tables, ``[batch_size, max_pages_per_req]``); the
     full->SWA table is a 1-D integer tensor; all sit on the query's device
     (else the KV cache's). Source: FlashInfer kernel contract."""
@@ -89,13 +91,14 @@ def check_metadata_dtype_device(ctx: CheckContext) -> Optional[Finding]:
 def check_batch_size(ctx: CheckContext) -> Optional[Finding]:
     """``batch-size`` (SGLang #21649): batch_size == cu_seqlens_q.shape[0] - 1
     == cu_seqlens_kv.shape[0] - 1 == seq_lens.shape[0] == page_table.shape[0]
-    (== swa_page_table.shape[0]) for those present. Records the agreed value
-    in ``ctx.batch_size``."""
+    (== swa_page_table.shape[0]) == kv_indptr.shape[0] - 1 ==
+    kv_last_page_len.shape[0] for those present. Records the agreed value in
+    ``ctx.batch_size``."""
     sources = ctx.batch.batch_size_sources()
     negative = {k: v for k, v in sources.items() if v < 0}
     if negative:
         return Finding(
-            "an empty cu_seqlens tensor states a negative batch size (it needs batch_size + 1 entries)",
+            "an empty indptr tensor (cu_seqlens_q/kv, kv_indptr) states a negative batch size (it needs batch_size + 1 entries)",
             sources,
         )
     if len(set(sources.values())) > 1:

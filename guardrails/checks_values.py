@@ -10,6 +10,7 @@ in :mod:`guardrails.invariants`.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from typing import Any, Optional
 
 from .check_registry import CheckContext, Finding, register
@@ -45,12 +46,36 @@ def _indptr_problems(name: str, offsets: list[int], fields: dict, details: list)
             break
 
 
+def _csr_page_count_problems(ctx: CheckContext, offsets: list[int], fields: dict, details: list) -> None:
+    """kv_indptr (well-formed) gives request i exactly ceil(kv_len[i] / page_size)
+    pages, where kv_len is stated in tokens (seq_lens, else cu_seqlens_kv)."""
+    stated = ctx.token_kv_lens()
+    page_size = ctx.agreed_page_size()
+    if stated is None or page_size is None:
+        return
+    source, lens = stated
+    for i, kv_len in enumerate(lens[: len(offsets) - 1]):
+        if kv_len < 0:  # seq-len-covers-query reports negative lengths
+            continue
+        pages, want = offsets[i + 1] - offsets[i], pages_needed(kv_len, page_size)
+        if pages != want:
+            details.append(f"kv_indptr gives a request a different number of pages than its {source} needs")
+            fields[f"kv_indptr[{i + 1}] - kv_indptr[{i}]"] = pages
+            fields.update(ctx.kv_len_fields(i))
+            fields["page_size"] = page_size
+            fields[f"pages needed for request {i}"] = want
+            return
+
+
 @register("cu-seqlens-monotone", Level.VALUES, needs=(*_BASE, "query-rows"))
 def check_cu_seqlens_monotone(ctx: CheckContext) -> Optional[Finding]:
     """``cu-seqlens-monotone``: cu_seqlens_q / cu_seqlens_kv (int32,
-    ``[batch_size + 1]``, tokens) start at 0 and never decrease;
-    cu_seqlens_q[-1] equals the query rows; cu_seqlens_kv differences equal
-    seq_lens."""
+    ``[batch_size + 1]``, tokens) and kv_indptr (int32, ``[batch_size + 1]``,
+    pages) start at 0 and never decrease; cu_seqlens_q[-1] equals the query
+    rows; cu_seqlens_kv differences equal seq_lens and cu_seqlens_kv[-1] <=
+    num_kv_rows (ragged K/V); kv_indptr[-1] <= kv_indices.shape[0] and, when
+    KV lengths are stated in tokens, kv_indptr differences equal
+    ceil(kv_len / page_size)."""
     host = ctx.host
     fields: dict[str, Any] = {}
     details: list[str] = []
@@ -76,9 +101,79 @@ def check_cu_seqlens_monotone(ctx: CheckContext) -> Optional[Finding]:
                     fields["cu_seqlens_kv[-1]"] = kv_offsets[-1]
                     fields["sum(seq_lens)"] = sum(seq_lens)
                     break
+        num_kv_rows = ctx.batch.num_kv_rows
+        if num_kv_rows is not None and kv_offsets[-1] > num_kv_rows:
+            details.append("cu_seqlens_kv ends past the rows of the ragged K/V (the kernel reads past key/value)")
+            fields["cu_seqlens_kv[-1]"] = kv_offsets[-1]
+            fields["num_kv_rows"] = num_kv_rows
+    page_offsets = host.get("kv_indptr")
+    if page_offsets:
+        before = len(details)
+        _indptr_problems("kv_indptr", page_offsets, fields, details)
+        indices = ctx.batch.kv_indices
+        if indices is not None and page_offsets[-1] > shape_of(indices)[0]:
+            details.append("kv_indptr ends past kv_indices (the kernel reads page ids beyond the buffer)")
+            fields["kv_indptr[-1]"] = page_offsets[-1]
+            fields["kv_indices.shape[0]"] = shape_of(indices)[0]
+        if len(details) == before:
+            _csr_page_count_problems(ctx, page_offsets, fields, details)
     if not details:
         return None
-    return Finding("; ".join(details), fields)
+    return Finding("; ".join(dict.fromkeys(details)), fields)
+
+
+@register("last-page-len", Level.VALUES, needs=_BASE)
+def check_last_page_len(ctx: CheckContext) -> Optional[Finding]:
+    """``last-page-len`` (FlashInfer paged-KV layout): kv_last_page_len[i]
+    (tokens) is in 1..page_size for a request with pages, in 0..page_size for
+    one without (ignored by the kernel); with KV lengths stated in tokens, a
+    request whose page count is right has kv_last_page_len[i] == kv_len[i] -
+    (pages - 1) * page_size. Skipped when kv_indptr is malformed
+    (``cu-seqlens-monotone`` reports it)."""
+    last = ctx.host.get("kv_last_page_len")
+    counts = ctx.prefix_lens("kv_indptr")
+    page_size = ctx.agreed_page_size()
+    if last is None or counts is None or page_size is None:
+        return None
+    bad = [
+        i for i, (n, v) in enumerate(zip(counts, last))
+        if not (1 if n > 0 else 0) <= v <= page_size
+    ]
+    if bad:
+        i = bad[0]
+        n, v = counts[i], last[i]
+        if v > page_size:
+            detail = "kv_last_page_len exceeds page_size: the kernel reads past the last page into the next page's tokens"
+        elif n > 0:
+            detail = "kv_last_page_len is below 1 for a request that has pages"
+        else:
+            detail = "kv_last_page_len is negative"
+        return Finding(detail, {
+            f"kv_last_page_len[{i}]": v,
+            "page_size": page_size,
+            f"kv_indptr[{i + 1}] - kv_indptr[{i}]": n,
+            "requests with a bad last_page_len": len(bad),
+        })
+    stated = ctx.token_kv_lens()
+    if stated is None:
+        return None
+    source, lens = stated
+    for i, (n, v, kv_len) in enumerate(zip(counts, last, lens)):
+        if n == 0 or n != pages_needed(kv_len, page_size):
+            continue  # a wrong page count is cu-seqlens-monotone's
+        want = kv_len - (n - 1) * page_size
+        if v != want:
+            fields: dict[str, Any] = {f"kv_last_page_len[{i}]": v}
+            fields.update(ctx.kv_len_fields(i))
+            fields.update({
+                "page_size": page_size,
+                f"kv_indptr[{i + 1}] - kv_indptr[{i}]": n,
+                f"tokens in the last page per {source}": want,
+            })
+            return Finding(
+                f"kv_indptr and kv_last_page_len describe a different KV length than {source}", fields
+            )
+    return None
 
 
 @register("uniform-q-len", Level.VALUES, needs=(*_BASE, "cu-seqlens-monotone"))
@@ -108,7 +203,8 @@ def check_uniform_q_len(ctx: CheckContext) -> Optional[Finding]:
 @register("max-seq-len", Level.VALUES, needs=(*_BASE, "cu-seqlens-monotone"))
 def check_max_seq_len(ctx: CheckContext) -> Optional[Finding]:
     """``max-seq-len`` (SGLang #21987): max_seq_len_q >= every per-request
-    query length and max_seq_len_kv >= max(seq_lens) (tokens)."""
+    query length and max_seq_len_kv >= every KV length (tokens; seq_lens, else
+    cu_seqlens_kv differences, else the CSR length)."""
     batch = ctx.batch
     fields: dict[str, Any] = {}
     details: list[str] = []
@@ -120,14 +216,14 @@ def check_max_seq_len(ctx: CheckContext) -> Optional[Finding]:
             details.append("max_seq_len_q is below the longest query")
             fields["max_seq_len_q"] = batch.max_seq_len_q
             fields[_q_len_label(ctx, i)] = longest
-    seq_lens = ctx.host.get("seq_lens")
-    if batch.max_seq_len_kv is not None and seq_lens:
-        longest = max(seq_lens)
+    kv_lens = ctx.kv_lens()
+    if batch.max_seq_len_kv is not None and kv_lens:
+        longest = max(kv_lens)
         if longest > batch.max_seq_len_kv:
-            i = seq_lens.index(longest)
+            i = kv_lens.index(longest)
             details.append("max_seq_len_kv is below the longest KV sequence")
             fields["max_seq_len_kv"] = batch.max_seq_len_kv
-            fields[f"seq_lens[{i}]"] = longest
+            fields.update(ctx.kv_len_fields(i))
     if not details:
         return None
     return Finding("; ".join(details), fields)
@@ -135,21 +231,22 @@ def check_max_seq_len(ctx: CheckContext) -> Optional[Finding]:
 
 @register("seq-len-covers-query", Level.VALUES, needs=(*_BASE, "cu-seqlens-monotone"))
 def check_seq_len_covers_query(ctx: CheckContext) -> Optional[Finding]:
-    """``seq-len-covers-query``: seq_lens[i] >= q_len[i] >= 0 (tokens), with
-    q_len from cu_seqlens_q or q_len_per_req on a decode kernel."""
-    seq_lens = ctx.host.get("seq_lens")
-    if seq_lens is None:
+    """``seq-len-covers-query``: kv_len[i] >= q_len[i] >= 0 (tokens), with
+    kv_len from seq_lens (else cu_seqlens_kv differences, else the CSR
+    length) and q_len from cu_seqlens_q or q_len_per_req on a decode kernel."""
+    kv_lens = ctx.kv_lens()
+    if kv_lens is None:
         return None
     q_lens = ctx.q_lens()
     bad = []
-    for i, s in enumerate(seq_lens):
-        q = q_lens[i] if q_lens is not None else 0
+    for i, s in enumerate(kv_lens):
+        q = q_lens[i] if q_lens is not None and i < len(q_lens) else 0
         if s < 0 or s < q:
             bad.append(i)
     if not bad:
         return None
     i = bad[0]
-    fields: dict[str, Any] = {f"seq_lens[{i}]": seq_lens[i]}
+    fields: dict[str, Any] = ctx.kv_len_fields(i)
     if q_lens is not None:
         fields[_q_len_label(ctx, i)] = q_lens[i]
     fields["requests with seq_len < q_len"] = len(bad)
@@ -198,11 +295,48 @@ def check_page_table_capacity(ctx: CheckContext) -> Optional[Finding]:
 @register("page-id-range", Level.VALUES, needs=(*_BASE, "kv-layout"))
 def check_page_id_range(ctx: CheckContext) -> Optional[Finding]:
     """``page-id-range`` (H200 xqa measurement): the first ceil(seq_lens[i] /
-    page_size) entries of each page-table row are in [0, kv_cache.num_pages)."""
+    page_size) entries of each page-table row, and FlashInfer's used
+    ``kv_indices[:kv_indptr[-1]]``, are in [0, kv_cache.num_pages)."""
+    if ctx.kv_cache is None:
+        return None
+    finding = _page_table_range(ctx)
+    return finding if finding is not None else _csr_page_range(ctx)
+
+
+def _csr_page_range(ctx: CheckContext) -> Optional[Finding]:
+    """CSR part of ``page-id-range``; skipped when kv_indptr is malformed or
+    ends past kv_indices (``cu-seqlens-monotone`` reports both)."""
+    kv = ctx.kv_cache
+    offsets = ctx.host.get("kv_indptr")
+    indices = ctx.host.get("kv_indices")
+    if offsets is None or indices is None or ctx.prefix_lens("kv_indptr") is None:
+        return None
+    end = offsets[-1]
+    if end > len(indices):
+        return None
+    bad = [k for k in range(end) if not 0 <= indices[k] < kv.num_pages]
+    if not bad:
+        return None
+    k = bad[0]
+    i = bisect_right(offsets, k) - 1  # request whose pages hold position k
+    return Finding(
+        "kv_indices points outside the KV cache",
+        {
+            f"kv_indices[{k}]": indices[k],
+            "kv_cache.num_pages": kv.num_pages,
+            f"kv_indptr[{i}]": offsets[i],
+            f"kv_indptr[{i + 1}]": offsets[i + 1],
+            "out-of-range page ids": len(bad),
+        },
+    )
+
+
+def _page_table_range(ctx: CheckContext) -> Optional[Finding]:
+    """Page-table part of ``page-id-range``."""
     kv = ctx.kv_cache
     seq_lens = ctx.host.get("seq_lens")
     table = ctx.host.get("page_table")
-    if kv is None or seq_lens is None or table is None:
+    if seq_lens is None or table is None:
         return None
     first: Optional[tuple[int, int, int]] = None
     count = 0
@@ -357,11 +491,11 @@ def check_graph_replay_values(ctx: CheckContext) -> Optional[Finding]:
             details.append("a replayed query is longer than the max_seq_len_q baked in at capture")
             fields["captured max_seq_len_q"] = cap.max_seq_len_q
             fields["max replayed q length"] = max(lens)
-    seq_lens = ctx.host.get("seq_lens")
-    if cap.max_seq_len_kv is not None and seq_lens and max(seq_lens) > cap.max_seq_len_kv:
+    kv_lens = ctx.kv_lens()
+    if cap.max_seq_len_kv is not None and kv_lens and max(kv_lens) > cap.max_seq_len_kv:
         details.append("a replayed KV sequence is longer than the max_seq_len_kv baked in at capture")
         fields["captured max_seq_len_kv"] = cap.max_seq_len_kv
-        fields["max(seq_lens)"] = max(seq_lens)
+        fields["max(seq_lens)" if "seq_lens" in ctx.host else "max KV length"] = max(kv_lens)
     if not details:
         return None
     return Finding("; ".join(details), fields)

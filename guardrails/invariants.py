@@ -115,8 +115,9 @@ _ENTRIES = [
         statement=(
             "Every place the launch states the batch size agrees: the explicit batch_size "
             "argument == cu_seqlens_q.shape[0] - 1 == cu_seqlens_kv.shape[0] - 1 == "
-            "seq_lens.shape[0] == page_table.shape[0] (== swa_page_table.shape[0]), for "
-            "those present."
+            "seq_lens.shape[0] == page_table.shape[0] (== swa_page_table.shape[0]) == "
+            "kv_indptr.shape[0] - 1 == kv_last_page_len.shape[0] (FlashInfer's CSR "
+            "paged-KV arguments), for those present."
         ),
         level=Level.SHAPES,
         source=_sglang(21649)[0],
@@ -125,7 +126,9 @@ _ENTRIES = [
             "a DP-attention padded batch size (forward_batch.batch_size, padded to the "
             "largest rank) was passed while the per-request metadata held only the real "
             "requests; the kernel then walks rows that do not exist (2 extra rows in "
-            "seq_lens/block_tables made xqa return wrong numbers, not crash)"
+            "seq_lens/block_tables made xqa return wrong numbers, not crash); or a "
+            "CUDA-graph index buffer sized for the largest batch (e.g. FlashInfer's "
+            "kv_indptr with max_bs + 1 entries) was passed without slicing it to this batch"
         ),
         fix=(
             "derive the batch size from the metadata the kernel reads, e.g. "
@@ -181,8 +184,9 @@ _ENTRIES = [
         id="metadata-dtype-device",
         statement=(
             "Index tensors handed to the kernel (cu_seqlens_q, cu_seqlens_kv, seq_lens, "
-            "page_table, swa_page_table) are int32; cu_seqlens_* and seq_lens are 1-D "
-            "and contiguous, page tables are 2-D with last-dim stride 1 (a row-strided "
+            "page_table, swa_page_table and FlashInfer's CSR kv_indptr, kv_indices, "
+            "kv_last_page_len) are int32; cu_seqlens_*, seq_lens and the CSR tensors are "
+            "1-D and contiguous, page tables are 2-D with last-dim stride 1 (a row-strided "
             "slice of a bigger buffer is fine); the SWA full->SWA translation table is a "
             "1-D integer tensor; all of them sit on one device: the query's when a query "
             "is given, else the KV cache's."
@@ -223,10 +227,16 @@ _ENTRIES = [
     Invariant(
         id="cu-seqlens-monotone",
         statement=(
-            "cu_seqlens_q (qo_indptr) and cu_seqlens_kv (token-granular kv indptr) are "
-            "exclusive prefix sums: they start at 0, never decrease, cu_seqlens_q ends at "
-            "the number of query rows, and cu_seqlens_kv[i+1] - cu_seqlens_kv[i] == "
-            "seq_lens[i] (so it ends at sum(seq_lens))."
+            "cu_seqlens_q (qo_indptr), cu_seqlens_kv (token-granular kv indptr) and "
+            "kv_indptr (FlashInfer's page-granular paged_kv_indptr) are exclusive prefix "
+            "sums: they start at 0 and never decrease. cu_seqlens_q ends at the number of "
+            "query rows. cu_seqlens_kv[i+1] - cu_seqlens_kv[i] == seq_lens[i] (so it ends "
+            "at sum(seq_lens)), and with a ragged K/V cu_seqlens_kv[-1] <= num_kv_rows "
+            "(key.shape[0]). kv_indptr[-1] <= kv_indices.shape[0] (only the first "
+            "kv_indptr[-1] page ids are read), and when the KV lengths are also given "
+            "(seq_lens, else cu_seqlens_kv) each request has exactly the pages they need: "
+            "kv_indptr[i+1] - kv_indptr[i] == ceil(seq_lens[i] / page_size). (The "
+            "token tail, kv_last_page_len, is checked by last-page-len.)"
         ),
         level=Level.VALUES,
         source="FlashInfer ragged-indptr contract; SGLang #21649 (ends-at-token-count)",
@@ -234,11 +244,43 @@ _ENTRIES = [
         cause=(
             "offsets were built from stale or padded lengths, built without the leading "
             "0, or only partly refilled (a CUDA-graph buffer holding the previous step's "
-            "tail)"
+            "tail); kv_indptr counted tokens instead of pages, or its kv_indices buffer "
+            "was sliced shorter than the pages it points into; a ragged key/value was "
+            "sliced to fewer rows than cu_seqlens_kv counts"
         ),
         fix=(
             "rebuild with torch.nn.functional.pad(torch.cumsum(lens, 0, "
-            "dtype=torch.int32), (1, 0)) from the same lengths the kernel sees"
+            "dtype=torch.int32), (1, 0)) from the same lengths the kernel sees (for "
+            "kv_indptr, lens = ceil(seq_lens / page_size) pages), and pass the whole "
+            "kv_indices buffer and key/value tensors"
+        ),
+    ),
+    Invariant(
+        id="last-page-len",
+        statement=(
+            "FlashInfer's kv_last_page_len ([batch_size] int32, tokens in each request's "
+            "last page) is in 1..page_size for every request with at least one page "
+            "(kv_indptr[i+1] > kv_indptr[i]); 0 is allowed only for a request with no "
+            "pages, whose entry the kernel ignores (any value in 0..page_size passes "
+            "there). The KV length the kernel reads is (kv_indptr[i+1] - kv_indptr[i] - "
+            "1) * page_size + kv_last_page_len[i]; when seq_lens (else cu_seqlens_kv) is "
+            "also given, that length equals it, i.e. kv_last_page_len[i] == seq_lens[i] "
+            "- (num_pages_i - 1) * page_size (the page count itself is checked by "
+            "cu-seqlens-monotone)."
+        ),
+        level=Level.VALUES,
+        source="FlashInfer paged KV-cache layout (paged_kv_last_page_len)",
+        url="https://docs.flashinfer.ai/tutorials/kv_layout.html",
+        cause=(
+            "kv_last_page_len was computed as seq_len % page_size (0 for a full last "
+            "page) or from a length other than the one that built kv_indptr (stale, "
+            "padded, or before the new tokens were appended); a value above page_size "
+            "makes the kernel read past the last page into the next page's tokens, a 0 "
+            "silently drops the tokens of the last page"
+        ),
+        fix=(
+            "compute kv_last_page_len = (seq_lens - 1) % page_size + 1 and kv_indptr from "
+            "cumsum(ceil(seq_lens / page_size)), both from the same seq_lens"
         ),
     ),
     Invariant(
@@ -265,7 +307,9 @@ _ENTRIES = [
         id="max-seq-len",
         statement=(
             "The scalar bounds cover the data: max_seq_len_q >= the longest per-request "
-            "query length, max_seq_len_kv >= max(seq_lens). Kernels size grids and "
+            "query length, max_seq_len_kv >= the longest KV length (seq_lens; when it is "
+            "absent, the cu_seqlens_kv differences or the CSR length (kv_indptr[i+1] - "
+            "kv_indptr[i] - 1) * page_size + kv_last_page_len[i]). Kernels size grids and "
             "tiles from these scalars and skip whatever lies beyond them."
         ),
         level=Level.VALUES,
@@ -286,7 +330,9 @@ _ENTRIES = [
         statement=(
             "Every request's KV length includes its new tokens: seq_lens[i] >= q_len[i] "
             ">= 0, where q_len comes from cu_seqlens_q (or is q_len_per_req on a decode "
-            "kernel)."
+            "kernel). Without seq_lens the KV length is the cu_seqlens_kv difference or "
+            "the CSR length (kv_indptr[i+1] - kv_indptr[i] - 1) * page_size + "
+            "kv_last_page_len[i] (0 with no pages)."
         ),
         level=Level.VALUES,
         source="FlashInfer causal-mask contract (query rows are the last q_len KV positions)",
@@ -301,7 +347,9 @@ _ENTRIES = [
         id="page-table-capacity",
         statement=(
             "Every request's page-table row is long enough: ceil(seq_lens[i] / page_size) "
-            "<= page_table.shape[1] (and swa_page_table.shape[1]) for every request."
+            "<= page_table.shape[1] (and swa_page_table.shape[1]) for every request. It "
+            "has no CSR counterpart: kv_indptr gives each request exactly its pages (the "
+            "CSR bound kv_indptr[-1] <= kv_indices.shape[0] is part of cu-seqlens-monotone)."
         ),
         level=Level.VALUES,
         source=_XQA_FINDING + " (seq_len longer than the page-table row)",
@@ -318,9 +366,10 @@ _ENTRIES = [
         id="page-id-range",
         statement=(
             "Every page id the kernel will read, i.e. the first ceil(seq_lens[i] / "
-            "page_size) entries of each page-table row, lies in [0, num_pages) of the KV "
-            "cache actually passed. Entries past a request's last page are not read and "
-            "are not checked."
+            "page_size) entries of each page-table row, or in FlashInfer's CSR form every "
+            "used kv_indices[:kv_indptr[-1]], lies in [0, num_pages) of the KV cache "
+            "actually passed. Entries past a request's last page (or past kv_indptr[-1] "
+            "in a longer kv_indices buffer) are not read and are not checked."
         ),
         level=Level.VALUES,
         source=_XQA_FINDING + " (a page id 3 past the pool read silently; 100000 past crashed)",
@@ -330,8 +379,8 @@ _ENTRIES = [
             "or holds stale ids from an earlier batch"
         ),
         fix=(
-            "build the page table from req_to_token of the pool whose buffer is passed, "
-            "dividing token locations by page_size"
+            "build the page table (or kv_indices) from req_to_token of the pool whose "
+            "buffer is passed, dividing token locations by page_size"
         ),
     ),
     Invariant(

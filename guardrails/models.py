@@ -10,8 +10,9 @@ then validated. Models are frozen; derive a variant with
 Tensors are duck-typed (anything with ``.shape``, ``.dtype``, ``.device``;
 torch tensors in practice) and torch is never imported here.
 
-Units: lengths and offsets are in tokens, page ids index the first dimension
-of the KV-cache tensor, ``page_size`` is tokens per page.
+Units: lengths and offsets are in tokens (except FlashInfer's CSR
+``kv_indptr``, which counts pages), page ids index the first dimension of the
+KV-cache tensor, ``page_size`` is tokens per page.
 """
 
 from __future__ import annotations
@@ -67,7 +68,16 @@ TensorLike = Annotated[Any, AfterValidator(_require_tensor_like)]
 
 _FROZEN = ConfigDict(frozen=True, arbitrary_types_allowed=True, extra="forbid")
 
-INDEX_TENSOR_FIELDS = ("cu_seqlens_q", "cu_seqlens_kv", "seq_lens", "page_table", "swa_page_table")
+INDEX_TENSOR_FIELDS = (
+    "cu_seqlens_q",
+    "cu_seqlens_kv",
+    "seq_lens",
+    "page_table",
+    "swa_page_table",
+    "kv_indptr",
+    "kv_indices",
+    "kv_last_page_len",
+)
 """The AttentionBatch fields holding int32 index tensors passed to the kernel."""
 
 
@@ -246,8 +256,13 @@ class SlidingWindowPool(BaseModel):
 
 
 class AttentionBatch(BaseModel):
-    """Metadata of one paged-attention launch, as the kernel will see it.
+    """Metadata of one attention launch, as the kernel will see it.
 
+    The paged KV cache is described either by a block table (``page_table``,
+    trtllm-gen / xqa / fa3) or in FlashInfer's CSR form (``kv_indptr``,
+    ``kv_indices``, ``kv_last_page_len``: the ``plan()`` arguments of
+    ``BatchPrefillWithPagedKVCacheWrapper`` / ``BatchDecodeWithPagedKVCacheWrapper``);
+    a ragged (non-paged) K/V by ``cu_seqlens_kv`` and ``num_kv_rows``.
     All tensors are optional: describe what the launch passes and the
     invariants involving missing fields are skipped. Tensors are expected on
     the attention device; index tensors int32 (checked by
@@ -280,6 +295,22 @@ class AttentionBatch(BaseModel):
         swa_page_table: like ``page_table`` but with SWA-pool page ids, read by
             the sliding-window layers of a hybrid model (SGLang
             ``metadata.swa_page_table``).
+        kv_indptr: ``[batch_size + 1]`` int32, FlashInfer's CSR ``paged_kv_indptr``
+            (``indptr`` of the decode wrapper): exclusive prefix sum of the
+            per-request page COUNTS (pages, not tokens); request ``i`` uses the
+            page ids ``kv_indices[kv_indptr[i]:kv_indptr[i+1]]``. The CSR
+            alternative to ``page_table``.
+        kv_indices: ``[>= kv_indptr[-1]]`` int32 page ids (FlashInfer
+            ``paged_kv_indices``), the pages of all requests back to back. It may
+            be a longer buffer (e.g. a CUDA-graph buffer sized for the whole
+            pool): the kernel reads only the first ``kv_indptr[-1]`` entries.
+        kv_last_page_len: ``[batch_size]`` int32, tokens used in each request's
+            last page (FlashInfer ``paged_kv_last_page_len``): ``1..page_size``
+            for a request with pages (FlashInfer ignores it for a request with
+            none). KV length of request ``i`` in tokens is
+            ``(kv_indptr[i+1] - kv_indptr[i] - 1) * page_size + kv_last_page_len[i]``,
+            0 when it has no pages; used as the KV length when ``seq_lens`` is
+            absent.
         max_seq_len_q: upper bound on per-request query length (tokens) passed
             as a scalar (``max_q_len``).
         max_seq_len_kv: upper bound on ``seq_lens`` (tokens) passed as a scalar
@@ -287,8 +318,15 @@ class AttentionBatch(BaseModel):
         q_len_per_req: query rows per request for decode kernels (1 for
             DECODE, ``speculative_num_draft_tokens`` for TARGET_VERIFY); a
             decode kernel without it assumes 1.
-        page_size: tokens per page the page table was built with; compared with
-            the KV cache's page size (``kv-layout``), used when no KV cache is given.
+        page_size: tokens per page the page table (or the CSR ``kv_indptr`` /
+            ``kv_last_page_len``, FlashInfer ``plan(page_size=...)``) was built
+            with; compared with the KV cache's page size (``kv-layout``), used
+            when no KV cache is given.
+        num_kv_rows: rows of a ragged (non-paged) K/V, ``key.shape[0]``: KV
+            tokens of all requests back to back (trtllm
+            ``trtllm_ragged_attention_deepseek``, key/value
+            ``[num_kv_rows, num_kv_heads, head_dim]``, offsets in
+            ``cu_seqlens_kv``); ``cu_seqlens_kv[-1]`` must not exceed it.
     """
 
     model_config = _FROZEN
@@ -307,6 +345,10 @@ class AttentionBatch(BaseModel):
     max_seq_len_kv: Optional[NonNegativeInt] = None
     q_len_per_req: Optional[PositiveInt] = None
     page_size: Optional[PositiveInt] = None
+    kv_indptr: Optional[TensorLike] = None
+    kv_indices: Optional[TensorLike] = None
+    kv_last_page_len: Optional[TensorLike] = None
+    num_kv_rows: Optional[NonNegativeInt] = None
 
     def replace(self, **update: Any) -> "AttentionBatch":
         """A validated copy with ``update`` applied (unlike
@@ -337,8 +379,10 @@ class AttentionBatch(BaseModel):
     def batch_size_sources(self) -> dict[str, int]:
         """Every batch size the launch states, keyed by how it is derived:
         ``batch_size``, ``cu_seqlens_q.shape[0] - 1``, ``cu_seqlens_kv.shape[0] - 1``,
-        ``seq_lens.shape[0]``, ``page_table.shape[0]``, ``swa_page_table.shape[0]``.
-        Shape-only; tensors of rank 0 are left out."""
+        ``seq_lens.shape[0]``, ``page_table.shape[0]``, ``swa_page_table.shape[0]``,
+        ``kv_indptr.shape[0] - 1``, ``kv_last_page_len.shape[0]``
+        (``kv_indices`` states no batch size). Shape-only; tensors of rank 0
+        are left out."""
         sources: dict[str, int] = {}
         if self.batch_size is not None:
             sources["batch_size"] = self.batch_size
@@ -348,6 +392,8 @@ class AttentionBatch(BaseModel):
             ("seq_lens", False),
             ("page_table", False),
             ("swa_page_table", False),
+            ("kv_indptr", True),
+            ("kv_last_page_len", False),
         ):
             t = getattr(self, name)
             if t is None or len(shape_of(t)) == 0:

@@ -6,12 +6,21 @@ all of them. Both take the same arguments.
 Run order is catalog order (:data:`guardrails.invariants.CATALOG`), shape
 parts first: every ``SHAPES`` check (batch-size, forward-mode-kernel,
 query-rows, metadata-dtype-device, kv-layout, graph-replay-layout), then, at
-``VALUES``, the value parts (cu-seqlens-monotone, uniform-q-len, max-seq-len,
-seq-len-covers-query, page-table-capacity, page-id-range, swa-page-id-range,
-graph-replay-layout's values part). A check whose
+``VALUES``, the value parts (cu-seqlens-monotone, last-page-len, uniform-q-len,
+max-seq-len, seq-len-covers-query, page-table-capacity, page-id-range,
+swa-page-id-range, graph-replay-layout's values part). A check whose
 inputs another check already found malformed is skipped, so one bug is
 reported once, by the invariant that names it. Each invariant yields at most
 one error per run.
+
+FlashInfer's CSR paged-KV form (``kv_indptr``, ``kv_indices``,
+``kv_last_page_len``) is checked by the same invariants as the block table:
+``batch-size`` and ``metadata-dtype-device`` (shapes, dtypes), ``cu-seqlens-monotone``
+(kv_indptr is a prefix sum ending within kv_indices, and its page counts match
+seq_lens / cu_seqlens_kv when those are given), ``last-page-len`` (the token tail
+of each request, and its agreement with seq_lens / cu_seqlens_kv),
+``page-id-range`` (the used kv_indices), and ``max-seq-len`` /
+``seq-len-covers-query`` (with the CSR length when no token lengths are given).
 
 ``VALUES`` checks copy the batch's index tensors to the host once (a single
 device sync). They are skipped, leaving the ``SHAPES`` result, when the

@@ -26,6 +26,7 @@ REQUIRED = {
     "seq-len-covers-query": Level.VALUES,
     "uniform-q-len": Level.VALUES,
     "swa-page-id-range": Level.VALUES,
+    "last-page-len": Level.VALUES,
 }
 
 
@@ -52,6 +53,27 @@ def test_sglang_sources():
     assert CATALOG["max-seq-len"].source == "SGLang #21987"
     assert CATALOG["swa-page-id-range"].source == "SGLang #26966"
     assert CATALOG["batch-size"].url == "https://github.com/sgl-project/sglang/pull/21649"
+    assert "FlashInfer" in CATALOG["last-page-len"].source
+    assert CATALOG["last-page-len"].url.startswith("https://docs.flashinfer.ai/")
+
+
+def test_csr_checks_extend_the_existing_invariants():
+    # One meaning, one id: the CSR tensors join the invariants that already
+    # cover the block table, and only the last page's token tail is new.
+    for inv_id, words in {
+        "batch-size": ("kv_indptr.shape[0] - 1", "kv_last_page_len.shape[0]"),
+        "metadata-dtype-device": ("kv_indptr", "kv_indices", "kv_last_page_len"),
+        "cu-seqlens-monotone": ("kv_indptr[-1] <= kv_indices.shape[0]", "num_kv_rows"),
+        "page-id-range": ("kv_indices[:kv_indptr[-1]]",),
+        "max-seq-len": ("kv_last_page_len",),
+        "seq-len-covers-query": ("kv_last_page_len",),
+        "last-page-len": ("1..page_size", "seq_lens"),
+        "page-table-capacity": ("no CSR counterpart",),
+    }.items():
+        for word in words:
+            assert word in CATALOG[inv_id].statement, (inv_id, word)
+    order = list(CATALOG)
+    assert order.index("cu-seqlens-monotone") < order.index("last-page-len") < order.index("max-seq-len")
 
 
 def test_get_unknown_id_lists_the_known_ones():

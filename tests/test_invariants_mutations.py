@@ -16,7 +16,15 @@ import torch
 
 from guardrails import CATALOG, FmhaInvariantError, GraphLayout, PagedKVCache
 from guardrails.errors import format_fields
-from tests.strategies import Case, build_case, i32, offsets, pages_for
+from tests.strategies import (
+    Case,
+    build_case,
+    build_csr_case,
+    build_ragged_kv_case,
+    i32,
+    offsets,
+    pages_for,
+)
 
 ANY = object()  # expected field whose value is not pinned
 
@@ -47,6 +55,17 @@ def _extend_case() -> Case:
 
 def _decode_case(**kw) -> Case:
     return build_case("decode", [1] * 8, [5, 9, 1, 17, 4, 8, 2, 11], **kw)
+
+
+def _csr_prefill_case(**kw) -> Case:
+    # FlashInfer BatchPrefillWithPagedKVCacheWrapper, page_size 4: pages [3, 1, 3, 0, 2],
+    # kv_indptr [0, 3, 4, 7, 7, 9], kv_last_page_len [2, 2, 1, 0, 3]
+    return build_csr_case("extend", [3, 2, 5, 0, 1], [10, 2, 9, 0, 7], kernel="prefill", **kw)
+
+
+def _csr_decode_case(**kw) -> Case:
+    # FlashInfer BatchDecodeWithPagedKVCacheWrapper: no qo_indptr, batch size from kv_indptr
+    return build_csr_case("decode", [1] * 6, [5, 9, 1, 17, 4, 8], kernel="decode", **kw)
 
 
 def _last_used_column(case: Case, i: int) -> int:
@@ -312,6 +331,101 @@ def _mutations() -> list[Mutation]:
     add(Mutation(
         "swa-page-id-range", "translation-maps-outside-swa-pool", base, mapping_out_of_pool,
         {"num_swa_pages": base.swa_pool.num_swa_pages},
+    ))
+
+    # ------------------------------------------- FlashInfer CSR paged KV, ragged K/V
+    base = _csr_decode_case()
+    assert base.batch.batch_size is None and base.batch.cu_seqlens_q is None
+
+    def unsliced_graph_indptr(c: Case) -> Case:
+        # the CUDA-graph kv_indptr buffer (max_bs + 1 entries) passed unsliced
+        indptr = c.batch.kv_indptr
+        return c.with_batch(kv_indptr=torch.cat([indptr, indptr[-1:].repeat(2)]))
+
+    add(Mutation(
+        "batch-size", "csr-kv-indptr-buffer-not-sliced-to-the-batch", base, unsliced_graph_indptr,
+        {"kv_indptr.shape[0] - 1": 8, "kv_last_page_len.shape[0]": 6},
+    ))
+    add(Mutation(
+        "metadata-dtype-device", "csr-int64-kv-indices", _csr_prefill_case(),
+        lambda c: c.with_batch(kv_indices=c.batch.kv_indices.to(torch.int64)),
+        {"kv_indices.dtype": "int64"},
+    ))
+    add(Mutation(
+        "metadata-dtype-device", "csr-kv-last-page-len-2d", _csr_decode_case(),
+        lambda c: c.with_batch(kv_last_page_len=c.batch.kv_last_page_len[:, None]),
+        {"kv_last_page_len.ndim": 2},
+    ))
+    add(Mutation(
+        "cu-seqlens-monotone", "csr-kv-indptr-non-monotone", _csr_prefill_case(),
+        lambda c: c.with_batch(kv_indptr=_set(c.batch.kv_indptr, 2, 8)),
+        {"kv_indptr[2]": 8, "kv_indptr[3]": 7},
+    ))
+    add(Mutation(
+        "cu-seqlens-monotone", "csr-kv-indptr-ends-past-kv-indices", _csr_decode_case(),
+        lambda c: c.with_batch(kv_indices=c.batch.kv_indices[:-2]),
+        {"kv_indptr[-1]": 14, "kv_indices.shape[0]": 12},
+    ))
+    add(Mutation(
+        "cu-seqlens-monotone", "csr-page-count-disagrees-with-seq-lens", _csr_prefill_case(with_seq_lens=True),
+        lambda c: c.with_batch(seq_lens=_set(c.batch.seq_lens, 2, 13)),
+        {"kv_indptr[3] - kv_indptr[2]": 3, "seq_lens[2]": 13, "pages needed for request 2": 4},
+    ))
+    base = build_ragged_kv_case("extend", [3, 2, 5], [10, 2, 9], extra_kv_rows=2)
+    add(Mutation(
+        "cu-seqlens-monotone", "ragged-cu-seqlens-kv-past-num-kv-rows", base,
+        lambda c: c.with_batch(num_kv_rows=20),
+        {"cu_seqlens_kv[-1]": 21, "num_kv_rows": 20},
+    ))
+    add(Mutation(
+        "page-id-range", "csr-kv-indices-page-id-equals-num-pages", _csr_prefill_case(extra_indices=4),
+        lambda c: c.with_batch(kv_indices=_set(c.batch.kv_indices, 5, c.kv_cache.num_pages)),
+        {"kv_indices[5]": 12, "kv_cache.num_pages": 12, "kv_indptr[2]": 4, "kv_indptr[3]": 7},
+    ))
+    add(Mutation(
+        "last-page-len", "csr-last-page-len-page-size-plus-one", _csr_prefill_case(),
+        lambda c: c.with_batch(kv_last_page_len=_set(c.batch.kv_last_page_len, 0, 5)),
+        {"kv_last_page_len[0]": 5, "page_size": 4, "kv_indptr[1] - kv_indptr[0]": 3},
+    ))
+    add(Mutation(
+        "last-page-len", "csr-last-page-len-page-size-plus-one-with-seq-lens",
+        _csr_prefill_case(with_seq_lens=True, with_max=True),
+        lambda c: c.with_batch(kv_last_page_len=_set(c.batch.kv_last_page_len, 4, 5)),
+        {"kv_last_page_len[4]": 5, "page_size": 4},
+    ))
+    add(Mutation(
+        "last-page-len", "csr-last-page-len-zero-for-a-request-with-pages", _csr_decode_case(),
+        lambda c: c.with_batch(kv_last_page_len=_set(c.batch.kv_last_page_len, 1, 0)),
+        {"kv_last_page_len[1]": 0, "kv_indptr[2] - kv_indptr[1]": 3},
+    ))
+    add(Mutation(
+        "last-page-len", "csr-last-page-len-as-seq-len-mod-page-size", _csr_decode_case(),
+        lambda c: c.with_batch(kv_last_page_len=i32([5 % 4, 9 % 4, 1 % 4, 17 % 4, 4 % 4, 8 % 4])),
+        {"kv_last_page_len[4]": 0, "requests with a bad last_page_len": 2},
+    ))
+    add(Mutation(
+        "last-page-len", "csr-last-page-len-disagrees-with-seq-lens", _csr_prefill_case(with_seq_lens=True),
+        lambda c: c.with_batch(seq_lens=_set(c.batch.seq_lens, 0, 11)),
+        {"kv_last_page_len[0]": 2, "seq_lens[0]": 11, "tokens in the last page per seq_lens": 3},
+    ))
+    add(Mutation(
+        "max-seq-len", "csr-max-seq-len-kv-below-the-csr-length", _csr_decode_case(with_max=True),
+        lambda c: c.with_batch(max_seq_len_kv=16),
+        {"max_seq_len_kv": 16, "kv_len[3]": 17, "kv_indptr[4] - kv_indptr[3]": 5, "kv_last_page_len[3]": 1},
+    ))
+    base = build_csr_case("extend", [3, 6], [3, 6], kernel="prefill")
+    add(Mutation(
+        "seq-len-covers-query", "csr-length-before-the-new-tokens", base,
+        lambda c: c.with_batch(kv_last_page_len=i32([3, 1])),
+        {"kv_len[1]": 5, "cu_seqlens_q[2] - cu_seqlens_q[1]": 6},
+    ))
+    base = _csr_decode_case()
+    captured = GraphLayout.capture(base.batch)
+    add(Mutation(
+        "graph-replay-layout", "csr-kv-indptr-rebound-instead-of-copied", base,
+        lambda c: c.with_batch(kv_indptr=c.batch.kv_indptr.clone()),
+        {"captured kv_indptr.data_ptr": ANY, "kv_indptr.data_ptr": ANY},
+        kwargs={"captured": captured},
     ))
     return out
 

@@ -56,6 +56,14 @@ def test_import_guardrails_without_torch():
         validate(b, kv, level="values")
         bad = b.replace(page_table=Fake([[0, 9], [1, 4]]))
         assert [e.invariant for e in find_violations(bad, kv)] == ["page-id-range"]
+        # FlashInfer CSR: pages [2] and [0, 3]; kv_indices is a longer buffer (99 unread)
+        csr = AttentionBatch(
+            forward_mode="decode", kernel="decode", num_query_rows=2, page_size=4,
+            kv_indptr=Fake([0, 1, 3]), kv_indices=Fake([2, 0, 3, 99]), kv_last_page_len=Fake([3, 4]),
+        )
+        validate(csr, kv, level="values")
+        bad = csr.replace(kv_last_page_len=Fake([3, 5]))
+        assert [e.invariant for e in find_violations(bad, kv)] == ["last-page-len"]
         assert "torch" not in [m for m in sys.modules if sys.modules[m] is not None]
         print(len(CATALOG))
         """
@@ -133,6 +141,31 @@ def test_batch_is_frozen_and_replace_revalidates():
     assert b.replace(forward_mode="IDLE").forward_mode is ForwardMode.IDLE
     with pytest.raises(ValidationError):
         b.replace(batch_size=-2)
+
+
+def test_csr_and_ragged_fields():
+    indptr, indices, last = i32([0, 3, 4, 4]), i32([7, 1, 2, 5, 0, 0]), i32([2, 4, 0])
+    b = AttentionBatch(
+        forward_mode="extend", batch_size=3, cu_seqlens_q=i32([0, 1, 2, 2]),
+        kv_indptr=indptr, kv_indices=indices, kv_last_page_len=last, page_size=4,
+    )
+    # kv_indices is sized by pages, not requests: it states no batch size
+    assert b.batch_size_sources() == {
+        "batch_size": 3, "cu_seqlens_q.shape[0] - 1": 3,
+        "kv_indptr.shape[0] - 1": 3, "kv_last_page_len.shape[0]": 3}
+    assert list(b.index_tensors()) == ["cu_seqlens_q", "kv_indptr", "kv_indices", "kv_last_page_len"]
+    assert b.index_tensors()["kv_indices"] is indices
+    ragged = AttentionBatch(forward_mode="extend", cu_seqlens_kv=i32([0, 5, 9]), num_kv_rows=9)
+    assert ragged.num_kv_rows == 9 and ragged.batch_size_sources() == {"cu_seqlens_kv.shape[0] - 1": 2}
+    with pytest.raises(ValidationError, match="num_kv_rows"):
+        AttentionBatch(forward_mode="extend", num_kv_rows=-1)
+    with pytest.raises(ValidationError, match="tensor"):
+        AttentionBatch(forward_mode="decode", kv_indptr=[0, 1])
+    for name in ("kv_indptr", "kv_indices", "kv_last_page_len", "num_kv_rows"):
+        assert f"        {name}: " in AttentionBatch.__doc__, name  # documented like the others
+    cap = GraphLayout.capture(b)  # CSR buffers are baked into a CUDA graph too
+    assert {"kv_indptr", "kv_indices", "kv_last_page_len"} <= set(cap.buffers)
+    assert cap.buffers["kv_indices"].shape == (6,)
 
 
 def test_query_row_count_prefers_the_query_tensor():
