@@ -12,6 +12,7 @@ device-to-host copy.
 from __future__ import annotations
 
 import sys
+from collections import abc
 from typing import Any, Mapping, Optional, Sequence
 
 __all__ = [
@@ -133,6 +134,38 @@ def _unflatten(flat: Sequence[int], shape: tuple[int, ...]) -> list:
     return [_unflatten(flat[i * width : (i + 1) * width], shape[1:]) for i in range(shape[0])]
 
 
+class HostRows(abc.Sequence):
+    """A 2-D integer table already copied to the host, read row by row as lists.
+
+    Page tables are the large part of a launch's metadata (64 requests x 256 pages
+    is 16k ids): converting all of them to Python lists costs more than the checks.
+    ``rows[i]`` converts one row (cached); ``.tensor`` is the host CPU tensor for
+    vectorized checks (see ``page-id-range``).
+    """
+
+    def __init__(self, tensor: Any) -> None:
+        self.tensor = tensor
+        self._rows: dict[int, list[int]] = {}
+
+    def __len__(self) -> int:
+        return self.tensor.shape[0]
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        row = self._rows.get(i)
+        if row is None:
+            if not 0 <= i < len(self):
+                raise IndexError(i)
+            row = self._rows[i] = self.tensor[i].tolist()
+        return row
+
+    def __eq__(self, other: object) -> bool:
+        return list(self) == list(other) if isinstance(other, abc.Sequence) else NotImplemented
+
+
 def read_host_ints(tensors: Mapping[str, Any]) -> dict[str, list]:
     """Copy integer index tensors to the host as nested Python lists.
 
@@ -146,7 +179,8 @@ def read_host_ints(tensors: Mapping[str, Any]) -> dict[str, list]:
 
     Returns:
         name -> nested list with the tensor's shape (1-D -> list[int],
-        2-D -> list[list[int]]).
+        2-D -> list[list[int]], or a :class:`HostRows` view of the host copy
+        when the tensors went through the packed torch path).
 
     Raises:
         Whatever the tensor library raises for unreadable data (e.g. ``meta``
@@ -161,7 +195,7 @@ def read_host_ints(tensors: Mapping[str, Any]) -> dict[str, list]:
 
         dtypes = {t.dtype for _, t in items}
         common = dtypes.pop() if len(dtypes) == 1 else torch.int64
-        packed = torch.cat([t.detach().reshape(-1).to(common) for _, t in items]).cpu().tolist()
+        packed = torch.cat([t.detach().reshape(-1).to(common) for _, t in items]).cpu()
         out: dict[str, list] = {}
         offset = 0
         for name, t in items:
@@ -169,7 +203,8 @@ def read_host_ints(tensors: Mapping[str, Any]) -> dict[str, list]:
             n = 1
             for d in shape:
                 n *= d
-            out[name] = _unflatten(packed[offset : offset + n], shape)
+            part = packed[offset : offset + n]
+            out[name] = HostRows(part.view(shape)) if len(shape) == 2 else _unflatten(part.tolist(), shape)
             offset += n
         return out
     return {name: _to_nested_list(t) for name, t in items}

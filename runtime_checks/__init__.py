@@ -5,22 +5,62 @@ kernel launch: it resolves the level from ``FMHA_GUARD`` (see
 :mod:`runtime_checks.level`), returns immediately when the guard is off, and
 otherwise runs :func:`guardrails.validate`.
 
-Patching FlashInfer's entry points so every launch is checked without engine
-changes arrives with the runtime-guard issue; this module is the small core it
-will build on.
+:func:`install` patches FlashInfer's entry points so every launch is checked
+without engine changes (:mod:`runtime_checks.activation`); :func:`uninstall`
+restores them, :func:`guarded` is the context-manager form and
+:func:`is_installed` tells. With ``FMHA_GUARD=shapes|values`` in the environment
+the installed package does this at interpreter start (:mod:`runtime_checks.startup`).
+
+Importing this package is cheap (standard library only): the names above are
+loaded on first access, because the startup files import
+:mod:`runtime_checks.startup` in every interpreter of the environment.
 """
 
 from __future__ import annotations
 
-from typing import Optional, Union
+TYPE_CHECKING = False  # not typing's: the startup files import this package, keep it stdlib-light
+if TYPE_CHECKING:
+    from typing import Any, Optional, Union
 
-from guardrails.invariants import Level
-from guardrails.models import AttentionBatch, GraphLayout, PagedKVCache, SlidingWindowPool
-from guardrails.validation import validate
+    from guardrails.invariants import Level
+    from guardrails.models import AttentionBatch, GraphLayout, PagedKVCache, SlidingWindowPool
 
-from .level import ENV_VAR, level_from_env
+    from .activation import guarded, install, is_installed, uninstall
+    from .level import ENV_VAR, level_from_env
 
-__all__ = ["check_launch", "level_from_env", "ENV_VAR"]
+__all__ = [
+    "check_launch",
+    "level_from_env",
+    "ENV_VAR",
+    "install",
+    "uninstall",
+    "guarded",
+    "is_installed",
+]
+
+_LAZY = {
+    "level_from_env": ".level",
+    "ENV_VAR": ".level",
+    "install": ".activation",
+    "uninstall": ".activation",
+    "guarded": ".activation",
+    "is_installed": ".activation",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
 
 
 def check_launch(
@@ -46,6 +86,11 @@ def check_launch(
         FmhaInvariantError: the first violated invariant.
         ValueError: ``FMHA_GUARD`` (or ``level``) holds an unknown value.
     """
+    from guardrails.invariants import Level
+    from guardrails.validation import validate
+
+    from .level import level_from_env
+
     resolved = level_from_env() if level is None else Level.parse(level)
     if resolved is Level.OFF:
         return

@@ -8,6 +8,10 @@
 * ``values`` (or ``2``): also read the index tensors' contents with one
   device-to-host copy per launch (:attr:`Level.VALUES`).
 
+``FMHA_GUARD_ACTION`` (:func:`action_from_env`) selects what a violation does:
+``raise`` (default) or ``warn`` (log once per invariant and call site, then let the
+launch through).
+
 Matching is case-insensitive and ignores surrounding whitespace.
 """
 
@@ -18,10 +22,15 @@ from typing import Mapping
 
 from guardrails.invariants import Level
 
-__all__ = ["ENV_VAR", "level_from_env"]
+from .state import ACTIONS
+
+__all__ = ["ENV_VAR", "ACTION_ENV_VAR", "level_from_env", "action_from_env"]
 
 ENV_VAR = "FMHA_GUARD"
 """Name of the environment variable read by :func:`level_from_env`."""
+
+ACTION_ENV_VAR = "FMHA_GUARD_ACTION"
+"""Name of the environment variable read by :func:`action_from_env`."""
 
 _ALIASES = {
     "": Level.OFF,
@@ -55,3 +64,24 @@ def level_from_env(environ: Mapping[str, str] = os.environ) -> Level:
             f"{ENV_VAR}={raw!r} is not a guard level; allowed values: off (or unset/empty/0), "
             f"shapes (1), values (2)"
         ) from None
+
+
+def action_from_env(environ: Mapping[str, str] = os.environ) -> str:
+    """Read ``FMHA_GUARD_ACTION`` from ``environ`` (default ``os.environ``).
+
+    Returns:
+        ``"raise"`` when unset or empty, else ``"raise"`` or ``"warn"``.
+
+    Raises:
+        ValueError: any other value; the message names ``FMHA_GUARD_ACTION``,
+            the value and the allowed values.
+    """
+    raw = environ.get(ACTION_ENV_VAR)
+    if raw is None or not raw.strip():
+        return "raise"
+    action = raw.strip().lower()
+    if action not in ACTIONS:
+        raise ValueError(
+            f"{ACTION_ENV_VAR}={raw!r} is not a guard action; allowed values: raise (default), warn"
+        )
+    return action
