@@ -71,7 +71,7 @@ def small_case(q_lens, kv_lens, **kw):
 lengths = st.lists(st.tuples(st.integers(1, 6), st.integers(0, 30)), min_size=1, max_size=6)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(lengths, st.sampled_from(["shapes", "values"]), st.integers(1, 4))
 def test_valid_decode_and_target_verify_launches_pass(spec, level, q_len):
     configure(level)
@@ -80,7 +80,7 @@ def test_valid_decode_and_target_verify_launches_pass(spec, level, q_len):
     assert guarded(DECODE)(**decode_kwargs(case)) == LAUNCHED
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(lengths, st.sampled_from(["shapes", "values"]))
 def test_valid_extend_and_draft_extend_launches_pass(spec, level):
     configure(level)
@@ -93,7 +93,7 @@ def test_valid_extend_and_draft_extend_launches_pass(spec, level):
     assert guarded(DECODE)(**ragged) == LAUNCHED
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(lengths, st.sampled_from(["shapes", "values"]))
 def test_valid_wrapper_plan_and_run_pass(spec, level):
     configure(level)
@@ -262,6 +262,24 @@ def mla_kwargs(q_len=1, bs=3, kv_lens=(5, 9, 13), page_size=4, num_pages=12):
     )
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 40), min_size=1, max_size=6), st.integers(1, 4))
+def test_valid_mla_decode_launches_pass(kv_lens, q_len):
+    kv_lens = [max(n, q_len) for n in kv_lens]
+    bs, page_size = len(kv_lens), 4
+    kw = mla_kwargs(q_len=q_len, bs=bs, kv_lens=tuple(kv_lens), page_size=page_size, num_pages=bs * 10)
+    kw["block_tables"] = torch.arange(bs * 10, dtype=torch.int32).view(bs, 10)
+    assert guarded(MLA)(**kw) == LAUNCHED
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 8), st.integers(0, 8)), min_size=1, max_size=6))
+def test_valid_ragged_deepseek_launches_pass(spec):
+    q_lens = tuple(q for q, _ in spec)
+    kv_lens = tuple(q + extra for q, extra in spec)
+    assert guarded(RAGGED)(**ragged_kwargs(q_lens, kv_lens)) == LAUNCHED
+
+
 def test_mla_decode_valid_and_faults():
     assert guarded(MLA)(**mla_kwargs()) == LAUNCHED
     assert guarded(MLA)(**mla_kwargs(q_len=2)) == LAUNCHED
@@ -280,7 +298,7 @@ def ragged_kwargs(q_lens=(3, 1, 4), kv_lens=(3, 6, 4)):
     return dict(
         query=torch.zeros(rows, 4, 24), key=torch.zeros(kv_rows, 4, 24), value=torch.zeros(kv_rows, 4, 16),
         workspace_buffer=torch.zeros(16, dtype=torch.uint8), seq_lens=torch.tensor(kv_lens, dtype=torch.int32),
-        max_q_len=max(q_lens), max_kv_len=max(kv_lens), bmm1_scale=1.0, bmm2_scale=1.0, o_sf_scale=1.0,
+        max_q_len=max(q_lens, default=0), max_kv_len=max(kv_lens, default=0), bmm1_scale=1.0, bmm2_scale=1.0, o_sf_scale=1.0,
         batch_size=len(q_lens), window_left=-1, cum_seq_lens_q=offsets(q_lens), cum_seq_lens_kv=offsets(kv_lens),
         enable_pdl=False, is_causal=True, return_lse=False,
     )
