@@ -116,6 +116,15 @@ def _paged_cache(kv_cache: Any, layout: Any) -> PagedKVCache | None:
     return None if kv_cache is None else PagedKVCache.from_tensor(kv_cache, layout=str(layout or "HND"))
 
 
+def _decode_kernel_mode(ragged: bool, q_len: int | None) -> dict[str, Any]:
+    """Forward mode and kernel kind of a decode-kernel launch: ragged (``cum_seq_lens_q``)
+    reads like an extend; a uniform ``q_len_per_req`` of 1 is DECODE, more TARGET_VERIFY."""
+    if ragged:
+        return {"forward_mode": ForwardMode.EXTEND, "kernel": Kernel.PREFILL}
+    mode = ForwardMode.DECODE if q_len == 1 else ForwardMode.TARGET_VERIFY
+    return {"forward_mode": mode, "kernel": Kernel.DECODE}
+
+
 class TrtllmDecodeSpec(LaunchSpec):
     """``flashinfer.decode.trtllm_batch_decode_with_kv_cache`` (trtllm-gen / xqa decode).
 
@@ -136,8 +145,7 @@ class TrtllmDecodeSpec(LaunchSpec):
         ragged = ns["cum_seq_lens_q"] is not None and not ns["q_len_per_req"]
         q_len = None if ragged else (ns["q_len_per_req"] or 1)
         batch = AttentionBatch(
-            forward_mode=ForwardMode.EXTEND if ragged else (ForwardMode.DECODE if q_len == 1 else ForwardMode.TARGET_VERIFY),
-            kernel=Kernel.PREFILL if ragged else Kernel.DECODE,
+            **_decode_kernel_mode(ragged, q_len),
             query=ns["query"],
             page_table=ns["block_tables"],
             seq_lens=ns["seq_lens"],
@@ -228,8 +236,7 @@ class TrtllmMlaDecodeSpec(LaunchSpec):
         rows = q.shape[0] * (q.shape[1] if q.dim() == 4 else 1)
         q_len = None if ragged else (q.shape[1] if q.dim() == 4 else 1)
         batch = AttentionBatch(
-            forward_mode=ForwardMode.EXTEND if ragged else (ForwardMode.DECODE if q_len == 1 else ForwardMode.TARGET_VERIFY),
-            kernel=Kernel.PREFILL if ragged else Kernel.DECODE,
+            **_decode_kernel_mode(ragged, q_len),
             batch_size=None if ragged else q.shape[0],
             num_query_rows=rows,
             page_table=ns["block_tables"],
