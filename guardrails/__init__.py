@@ -27,35 +27,52 @@ Importing this package never imports torch; tensors are duck-typed.
 The environment-driven launch hook lives in :mod:`runtime_checks`.
 """
 
-from .errors import FmhaInvariantError
-from .forward_mode import ForwardMode, Kernel
-from .invariants import CATALOG, Invariant, Level, get
-from .models import (
-    AttentionBatch,
-    BufferLayout,
-    GraphLayout,
-    KVLayout,
-    PagedKVCache,
-    SlidingWindowPool,
-)
-from .validation import find_violations, validate
+from __future__ import annotations
 
-__all__ = [
-    "FmhaInvariantError",
-    "ForwardMode",
-    "Kernel",
-    "Level",
-    "Invariant",
-    "CATALOG",
-    "get",
-    "AttentionBatch",
-    "PagedKVCache",
-    "SlidingWindowPool",
-    "KVLayout",
-    "GraphLayout",
-    "BufferLayout",
-    "validate",
-    "find_violations",
-]
+import importlib
+from typing import TYPE_CHECKING
+
+# Names load on first use (PEP 562): the ``fmha-guard`` command lives in this package,
+# and ``fmha-guard audit`` answering from its cache must not pay for pydantic models.
+_EXPORTS = {
+    "FmhaInvariantError": "errors",
+    "ForwardMode": "forward_mode",
+    "Kernel": "forward_mode",
+    "Level": "invariants",
+    "Invariant": "invariants",
+    "CATALOG": "invariants",
+    "get": "invariants",
+    "AttentionBatch": "models",
+    "PagedKVCache": "models",
+    "SlidingWindowPool": "models",
+    "KVLayout": "models",
+    "GraphLayout": "models",
+    "BufferLayout": "models",
+    "validate": "validation",
+    "find_violations": "validation",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .errors import FmhaInvariantError
+    from .forward_mode import ForwardMode, Kernel
+    from .invariants import CATALOG, Invariant, Level, get
+    from .models import AttentionBatch, BufferLayout, GraphLayout, KVLayout, PagedKVCache, SlidingWindowPool
+    from .validation import find_violations, validate
 
 __version__ = "0.1.0"

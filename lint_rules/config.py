@@ -9,7 +9,23 @@ A project extends them in ``setup.cfg`` (``[fmha-guard]``) or ``pyproject.toml``
     extra-forward-methods = run_attention
     extra-immutable-pool-facts = kv_cache_dim
 
-Every name list accepts ``fnmatch`` patterns (``_run_*_kernel``).
+Every name list accepts ``fnmatch`` patterns (``_run_*_kernel``). Rule selection lives
+in the same section::
+
+    [fmha-guard]
+    select = GR001, GR002, GR101
+    ignore = GR102
+    per-path-ignores =
+        tests/*: GR001, GR002
+        legacy_backend.py: GR002
+
+``select`` / ``ignore`` take codes or names (the command line's ``--select`` /
+``--ignore`` replace them); ``per-path-ignores`` maps a glob, matched against the path
+relative to the audited root (a glob without ``/`` also matches the file name alone),
+to codes. In ``pyproject.toml`` it is a table: ``per-path-ignores = {"tests/*" = ["GR001"]}``.
+Any other key is a :class:`ConfigError`.
+
+Pydantic is not imported here: a fully cached audit must start fast.
 """
 
 from __future__ import annotations
@@ -17,10 +33,9 @@ from __future__ import annotations
 import configparser
 import fnmatch
 import sys
+from dataclasses import dataclass, fields
 from functools import cached_property
 from pathlib import Path
-
-from pydantic import BaseModel, ConfigDict
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -132,10 +147,14 @@ def _matches(name: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
-class LintConfig(BaseModel):
-    """Names the rules reason about; every field is a tuple of fnmatch patterns."""
+@dataclass(frozen=True)
+class LintConfig:
+    """Names the rules reason about (tuples of fnmatch patterns), and rule selection.
 
-    model_config = ConfigDict(frozen=True)
+    ``select`` / ``ignore``: rule codes or names from the config file (``None``: not
+    set); ``per_path_ignores``: ``(glob, codes)`` pairs. The engine applies those; the
+    rules read only the name lists.
+    """
 
     kernel_calls: tuple[str, ...] = DEFAULT_KERNEL_CALLS
     ignored_kernel_args: tuple[str, ...] = DEFAULT_IGNORED_KERNEL_ARGS
@@ -146,6 +165,30 @@ class LintConfig(BaseModel):
     pool_attributes: tuple[str, ...] = DEFAULT_POOL_ATTRIBUTES
     swap_points: tuple[str, ...] = DEFAULT_SWAP_POINTS
     immutable_pool_facts: tuple[str, ...] = DEFAULT_IMMUTABLE_POOL_FACTS
+    select: tuple[str, ...] | None = None
+    ignore: tuple[str, ...] | None = None
+    per_path_ignores: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def __post_init__(self) -> None:
+        for f in fields(self):  # lists from callers become tuples (hashable, picklable)
+            value = getattr(self, f.name)
+            if isinstance(value, list):
+                object.__setattr__(self, f.name, tuple(value))
+
+    def ignored_for(self, path: str) -> frozenset[str]:
+        """Codes (upper-cased) that ``per_path_ignores`` switches off for ``path``."""
+        if not self.per_path_ignores:
+            return frozenset()
+        base = path.rsplit("/", 1)[-1]
+        out: set[str] = set()
+        for glob, codes in self.per_path_ignores:
+            if fnmatch.fnmatchcase(path, glob) or ("/" not in glob and fnmatch.fnmatchcase(base, glob)):
+                out.update(c.upper() for c in codes)
+        return frozenset(out)
+
+    def cache_key(self) -> str:
+        """A stable text of every field (the result cache's key)."""
+        return repr(tuple((f.name, getattr(self, f.name)) for f in fields(self)))
 
     def is_kernel_call(self, name: str) -> bool:
         return _matches(name, self.kernel_calls)
@@ -181,8 +224,8 @@ class LintConfig(BaseModel):
     def extended(cls, **extra: list[str]) -> "LintConfig":
         """The defaults plus ``extra`` names per field (``kernel_calls=[...]``)."""
         base = cls()
-        fields = {k: tuple(getattr(base, k)) + tuple(v) for k, v in extra.items() if v}
-        return cls(**fields)
+        values = {k: tuple(getattr(base, k)) + tuple(v) for k, v in extra.items() if v}
+        return cls(**values)
 
 
 _KEYS = {
@@ -210,14 +253,59 @@ def _split(value: object) -> list[str]:
     raise ConfigError(f"expected a list of names, got {value!r}")
 
 
+_SELECTION_KEYS = ("select", "ignore", "per-path-ignores")
+
+
+def _codes(value: object, origin: str, key: str) -> tuple[str, ...]:
+    try:
+        names = _split(value)
+    except ConfigError as exc:
+        raise ConfigError(f"{origin}: {key}: {exc}") from None
+    return tuple(n.upper() if n[:2].upper() == "GR" and n[2:].isdigit() else n for n in names)
+
+
+def _per_path(value: object, origin: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    pairs: list[tuple[str, object]] = []
+    if isinstance(value, dict):  # pyproject.toml table
+        pairs = list(value.items())
+    elif isinstance(value, str):  # setup.cfg: one "glob: CODES" per line
+        for line in value.splitlines():
+            if not line.strip():
+                continue
+            if ":" not in line:
+                raise ConfigError(f"{origin}: per-path-ignores: expected 'GLOB: CODES', got {line.strip()!r}")
+            glob, codes = line.rsplit(":", 1)
+            pairs.append((glob.strip(), codes))
+    else:
+        raise ConfigError(f"{origin}: per-path-ignores: expected a table of glob = codes, got {value!r}")
+    out = []
+    for glob, codes in pairs:
+        glob = glob.strip().removeprefix("./")
+        parsed = _codes(codes, origin, f"per-path-ignores {glob!r}")
+        if not glob or not parsed:
+            raise ConfigError(f"{origin}: per-path-ignores: {glob!r} needs a glob and at least one code")
+        out.append((glob, parsed))
+    return tuple(out)
+
+
 def _from_mapping(section: dict[str, object], origin: str) -> LintConfig:
     extra: dict[str, list[str]] = {}
+    selection: dict[str, object] = {}
     for key, value in section.items():
-        field = _KEYS.get(key.replace("_", "-"))
+        norm = key.replace("_", "-")
+        if norm in ("select", "ignore"):
+            selection[norm] = _codes(value, origin, norm)
+            continue
+        if norm == "per-path-ignores":
+            selection["per_path_ignores"] = _per_path(value, origin)
+            continue
+        field = _KEYS.get(norm)
         if field is None:
-            raise ConfigError(f"{origin}: unknown key {key!r}; known keys: {', '.join(_KEYS)}")
+            known = ", ".join([*_SELECTION_KEYS, *_KEYS])
+            raise ConfigError(f"{origin}: unknown key {key!r}; known keys: {known}")
         extra[field] = _split(value)
-    return LintConfig.extended(**extra)
+    base = LintConfig.extended(**extra)
+    return LintConfig(**{**{f.name: getattr(base, f.name) for f in fields(base)}, **selection})
 
 
 def load_config(start: Path) -> LintConfig:
@@ -230,14 +318,20 @@ def load_config(start: Path) -> LintConfig:
     for folder in [start, *start.parents] if start.is_dir() else [*start.parents]:
         pyproject = folder / "pyproject.toml"
         if pyproject.is_file():
-            data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+            try:
+                data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"{pyproject}: not valid TOML: {exc}") from None
             section = data.get("tool", {}).get("fmha-guard")
             if section is not None:
                 return _from_mapping(section, str(pyproject))
         setup_cfg = folder / "setup.cfg"
         if setup_cfg.is_file():
-            parser = configparser.ConfigParser()
-            parser.read(setup_cfg, encoding="utf-8")
+            parser = configparser.ConfigParser(interpolation=None)
+            try:
+                parser.read(setup_cfg, encoding="utf-8")
+            except configparser.Error as exc:
+                raise ConfigError(f"{setup_cfg}: {exc}") from None
             if parser.has_section("fmha-guard"):
                 return _from_mapping(dict(parser.items("fmha-guard")), str(setup_cfg))
     return LintConfig()

@@ -27,7 +27,10 @@ class PaddedBatchSizeInKernelCall(LintRule):
         (``init_forward_metadata*``, CUDA-graph metadata methods) are not forward-time
         code. A dominating guard that re-plans or raises when the sizes disagree
         (``if metadata.batch_size < forward_batch.batch_size:
-        self.init_forward_metadata(forward_batch)``) makes later uses safe.
+        self.init_forward_metadata(forward_batch)``) makes later uses safe. The value is
+        followed into ``self`` helper methods (two levels): a call
+        ``self._helper(..., batch_size=bs)`` whose helper hands that parameter on to a
+        kernel is reported at the call site, under the calling method's symbol.
 
     Why is this bad?
         With DP attention, SGLang pads the batch (``prepare_mlp_sync_batch``) after the
@@ -120,6 +123,30 @@ class PaddedBatchSizeInKernelCall(LintRule):
                     return trtllm_batch_decode_with_kv_cache_mla(query=q, seq_lens=metadata.seq_lens_k[:bs])
             """
         ),
+        Valid(  # a helper that takes the size but sizes the kernel from the metadata
+            """
+            class TRTLLMHAAttnBackend(AttentionBackend):
+                def forward_extend(self, q, k, v, layer, forward_batch):
+                    return self._context(q, layer, batch_size=forward_batch.batch_size)
+
+                def _context(self, q, layer, batch_size):
+                    logger.debug("padded bs=%d", batch_size)
+                    return trtllm_batch_context_with_kv_cache(
+                        query=q, batch_size=self.forward_metadata.cu_seqlens_q.shape[0] - 1
+                    )
+            """
+        ),
+        Valid(  # a helper that re-plans before it launches
+            """
+            class FooBackend(AttentionBackend):
+                def forward_decode(self, q, k, v, layer, forward_batch):
+                    return self._decode(q, forward_batch, bs=forward_batch.batch_size)
+
+                def _decode(self, q, forward_batch, bs):
+                    self.init_forward_metadata(forward_batch)
+                    return trtllm_batch_decode_with_kv_cache(query=q[:bs])
+            """
+        ),
         Valid(  # not an attention backend
             """
             class Scheduler:
@@ -181,6 +208,22 @@ class PaddedBatchSizeInKernelCall(LintRule):
                     return self._run_prefill_kernel(q=q, batch_size=bs)
             """,
             line=7,
+        ),
+        Invalid(  # into a private helper that passes the parameter on to the kernel
+            """
+            class TRTLLMHAAttnBackend(AttentionBackend):
+                def forward_extend(self, q, k, v, layer, forward_batch):
+                    bs = forward_batch.batch_size
+                    return self._context(q, layer, batch_size=bs)
+
+                def _context(self, q, layer, batch_size):
+                    return trtllm_batch_context_with_kv_cache(
+                        query=q,
+                        batch_size=batch_size,
+                        cum_seq_lens_q=self.forward_metadata.cu_seqlens_q,
+                    )
+            """,
+            line=4,
         ),
     ]
 
@@ -248,13 +291,10 @@ class PaddedBatchSizeInKernelCall(LintRule):
             for call in calls:
                 kernel = callee_name(call)
                 if kernel is None or not self.config.is_kernel_call(kernel):
+                    if helpers.helper_of(call) is not None:
+                        findings.extend(self._helper_sinks(ctx, fn, symbol, call, state, classify, helpers))
                     continue
-                tainted = [
-                    arg
-                    for arg in call.args
-                    if not (arg.keyword and self.config.is_ignored_kernel_arg(arg.keyword.value))
-                    and tainted_parts(arg.value, state, classify)
-                ]
+                tainted = self._tainted_kernel_args(call, state, classify)
                 if tainted:
                     shown = ", ".join(f"`{ctx.code_of_arg(a)}`" for a in tainted)
                     findings.append(
@@ -285,6 +325,83 @@ class PaddedBatchSizeInKernelCall(LintRule):
         )
         walker.run(fn.body.body if isinstance(fn.body, cst.IndentedBlock) else fn.body.body, FlowState())
         return findings
+
+    def _tainted_kernel_args(self, call: cst.Call, state: FlowState, classify: Classifier) -> list[cst.Arg]:
+        return [
+            arg
+            for arg in call.args
+            if not (arg.keyword and self.config.is_ignored_kernel_arg(arg.keyword.value))
+            and tainted_parts(arg.value, state, classify)
+        ]
+
+    def _helper_sinks(
+        self,
+        ctx: ModuleContext,
+        fn: cst.FunctionDef,
+        symbol: str,
+        call: cst.Call,
+        state: FlowState,
+        classify: Classifier,
+        helpers: HelperSummaries,
+    ) -> list[Finding]:
+        """``self._helper(..., batch_size=bs)`` whose body hands ``batch_size`` to a kernel.
+
+        Reported at the call site, in the calling method: the caller holds the padded
+        value (and any re-plan guard), the helper is correct for a correct argument.
+        Inside the helper only its parameters are sources: its own
+        ``forward_batch.batch_size`` reads are reported where they are, if at all.
+        """
+        config = self.config
+
+        def sink_args(c: cst.Call, st: FlowState, inner: Classifier) -> list[str] | None:
+            name = callee_name(c)
+            if name is None or not config.is_kernel_call(name):
+                return None
+            return [ctx.code_of_arg(a) for a in self._tainted_kernel_args(c, st, inner)]
+
+        sinks = helpers.kernel_sinks(
+            call,
+            state,
+            classify,
+            sink_args,
+            lambda c: config.is_replan_call(callee_name(c) or ""),
+            param_classifier=lambda helper: self._param_classifier(helper, helpers),
+        )
+        if not sinks:
+            return []
+        walker_args = [a for a in call.args if tainted_parts(a.value, state, classify)]
+        anchor: cst.CSTNode = walker_args[0] if walker_args else call
+        shown = ", ".join(f"`{ctx.code_of_arg(a)}`" for a in walker_args) or f"`{ctx.code(call)}`"
+        first = sinks[0]
+        via = " -> ".join(f"`self.{h}()`" for h in first.via)
+        inner_args = ", ".join(f"`{a}`" for a in first.args)
+        return [
+            self.finding(
+                ctx,
+                anchor,
+                fn,
+                symbol,
+                f"{shown} passed to {via}, which passes it to `{first.kernel}()` as {inner_args}; "
+                "take the size from the metadata the kernel reads (e.g. `cu_seqlens_q.shape[0] - 1`).",
+            )
+        ]
+
+    @staticmethod
+    def _param_classifier(fn: cst.FunctionDef, helpers: HelperSummaries) -> Classifier:
+        """Inside a helper: only its tainted parameters (and helper results) carry the size."""
+
+        def classify(node: cst.CSTNode, state: FlowState) -> Verdict:
+            if isinstance(node, cst.Comparison) or (
+                isinstance(node, cst.UnaryOperation) and isinstance(node.operator, cst.Not)
+            ):
+                return "clean"
+            if isinstance(node, cst.Call):
+                summary = helpers.summarize(node, state, classify)
+                if summary is not None:
+                    return "source" if any(summary) else "clean"
+            return None
+
+        return classify
 
     def _replans_or_raises(self, body: cst.BaseSuite) -> bool:
         """The guard's body re-plans the metadata (``self.init_forward_metadata*``) or raises."""

@@ -1,17 +1,40 @@
-"""Which results of a ``self`` helper method carry a tainted argument (one class, bounded depth).
+"""What a ``self`` helper method does with a tainted argument (one class, bounded depth).
 
-``q, q_rope, k_rope, k_descale, v_descale = self.prepare_query(q, ..., logical_batch_size=bs)``
-taints only what the helper's ``return`` derives from ``logical_batch_size``.
+Two questions, both memoized per (helper, tainted-parameter set):
+
+* :meth:`HelperSummaries.summarize`: which of its results carry the taint.
+  ``q, q_rope, k_rope, k_descale, v_descale = self.prepare_query(q, ..., logical_batch_size=bs)``
+  taints only what the helper's ``return`` derives from ``logical_batch_size``.
+* :meth:`HelperSummaries.kernel_sinks`: which kernel calls inside it (or inside the
+  helpers it calls in turn) receive the taint. ``self._run(q, batch_size=bs)`` whose body
+  passes ``batch_size`` on to ``trtllm_batch_context_with_kv_cache`` is a sink.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import libcst as cst
 
 from .backend_scope import param_names
 from .dataflow import Classifier, FlowState, FlowWalker
+from .rule import callee_name, iter_calls
+
+
+@dataclass(frozen=True)
+class KernelSink:
+    """A kernel call reached through helpers: ``via`` names the helpers, outermost first."""
+
+    kernel: str
+    args: tuple[str, ...]
+    via: tuple[str, ...]
+
+
+#: The tainted arguments of one call if it is a kernel call (the rule decides), else None.
+SinkArgs = Callable[[cst.Call, FlowState, Classifier], "list[str] | None"]
+#: Whether a call re-plans (after it, nothing downstream in the helper is reported).
+IsReplan = Callable[[cst.Call], bool]
 
 
 def _is_static(fn: cst.FunctionDef) -> bool:
@@ -57,6 +80,7 @@ class HelperSummaries:
         self.methods = methods
         self.make_classifier = make_classifier
         self._cache: dict[tuple[str, frozenset[str]], list[bool] | None] = {}
+        self._sinks: dict[tuple[str, frozenset[str]], list[KernelSink]] = {}
         self._depth = 0
 
     def helper_of(self, call: cst.Call) -> cst.FunctionDef | None:
@@ -107,3 +131,68 @@ class HelperSummaries:
         if all(len(r) == width for r in returns):
             return [any(r[i] for r in returns) for i in range(width)]
         return [any(any(r) for r in returns)]
+
+    def kernel_sinks(
+        self,
+        call: cst.Call,
+        state: FlowState,
+        classify: Classifier,
+        sink_args: SinkArgs,
+        is_replan: IsReplan,
+        param_classifier: Callable[[cst.FunctionDef], Classifier] | None = None,
+    ) -> list[KernelSink]:
+        """Kernel calls that receive a tainted argument of ``call`` (a ``self`` helper call).
+
+        ``param_classifier`` gives the classifier used inside a helper (default: the
+        summaries' own); a rule passes one that ignores the helper's own sources, which
+        are reported where they are read.
+        """
+        fn = self.helper_of(call)
+        if fn is None or self._depth >= self.MAX_DEPTH:
+            return []
+        walker = FlowWalker(classify, lambda *_: None)
+        tainted = bound_params(fn, call, lambda node: walker.is_tainted(node, state))
+        if not tainted or "**" in tainted:
+            return []
+        key = (fn.name.value, tainted)
+        if key not in self._sinks:
+            self._sinks[key] = []  # recursion guard
+            self._depth += 1
+            try:
+                self._sinks[key] = self._sinks_in(fn, tainted, sink_args, is_replan, param_classifier)
+            finally:
+                self._depth -= 1
+        return self._sinks[key]
+
+    def _sinks_in(
+        self,
+        fn: cst.FunctionDef,
+        tainted: frozenset[str],
+        sink_args: SinkArgs,
+        is_replan: IsReplan,
+        param_classifier: Callable[[cst.FunctionDef], Classifier] | None,
+    ) -> list[KernelSink]:
+        inner = (param_classifier or self.make_classifier)(fn)
+        sinks: list[KernelSink] = []
+        name = fn.name.value
+        replanned = False
+
+        def on_statement(node: cst.CSTNode, st: FlowState) -> None:
+            nonlocal replanned
+            if replanned:
+                return
+            calls = list(iter_calls(node))
+            if any(is_replan(c) for c in calls):
+                replanned = True  # re-planned for the batch as it is now
+                return
+            for c in calls:
+                args = sink_args(c, st, inner)
+                if args:
+                    sinks.append(KernelSink(callee_name(c) or "?", tuple(args), (name,)))
+                elif args is None and self.helper_of(c) is not None:
+                    for deeper in self.kernel_sinks(c, st, inner, sink_args, is_replan, param_classifier):
+                        sinks.append(KernelSink(deeper.kernel, deeper.args, (name, *deeper.via)))
+
+        walker = FlowWalker(inner, on_statement, call_summary=lambda c, st: self.summarize(c, st, inner))
+        walker.run(fn.body.body, FlowState(tainted=tainted))
+        return sinks

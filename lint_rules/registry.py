@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from .gr001_padded_batch_size import PaddedBatchSizeInKernelCall
 from .gr002_stale_kv_pool_state import StaleKvPoolState
+from .gr003_draft_extend_decode_kernel import DraftExtendRoutedToDecodeKernel
+from .gr004_cuda_graph_replay_layout import CudaGraphReplayLayout
 from .gr101_any_forward_batch_size import ForwardBatchSizeInBackend
 from .gr102_any_cached_kv_pool import KvPoolReadInInit
 from .rule import LintRule
@@ -11,6 +13,8 @@ from .rule import LintRule
 ALL_RULES: tuple[type[LintRule], ...] = (
     PaddedBatchSizeInKernelCall,
     StaleKvPoolState,
+    DraftExtendRoutedToDecodeKernel,
+    CudaGraphReplayLayout,
     ForwardBatchSizeInBackend,
     KvPoolReadInInit,
 )

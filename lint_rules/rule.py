@@ -19,37 +19,10 @@ from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
 
 from .backend_scope import BACKEND_CLASS_TEXT, iter_classes, iter_methods
 from .config import LintConfig
+from .finding import Finding
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-
-
-@dataclass(frozen=True, order=True)
-class Finding:
-    """One rule violation.
-
-    ``path`` is relative to the audited root (an archive member path inside a wheel),
-    ``line``/``col`` are 1-based, ``symbol`` is ``Class.method``.
-    """
-
-    path: str
-    line: int
-    col: int
-    rule: str
-    name: str
-    symbol: str
-    message: str
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "rule": self.rule,
-            "name": self.name,
-            "path": self.path,
-            "line": self.line,
-            "col": self.col,
-            "symbol": self.symbol,
-            "message": self.message,
-        }
 
 
 @dataclass(frozen=True)

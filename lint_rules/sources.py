@@ -1,10 +1,16 @@
-"""Python sources to audit: a directory, a ``.py`` file, or a wheel / sdist read in place."""
+"""Python sources to audit: a directory, a ``.py`` file, or a wheel / sdist read in place.
+
+:func:`iter_source_files` yields files not yet read (with their ``stat`` signature for a
+file on disk), so that the result cache can skip reading an unchanged file;
+:func:`iter_sources` yields decoded text.
+"""
 
 from __future__ import annotations
 
+import os
 import tarfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +26,22 @@ class SourceText:
     path: str
     text: str | None
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One file to audit, not read yet. ``sig``: ``(size, mtime_ns)`` for a file on disk."""
+
+    path: str
+    read: Callable[[], bytes]
+    sig: tuple[int, int] | None = None
+    #: Where the file lies on disk (``None`` for an archive member).
+    location: str | None = None
+
+
+def decode(path: str, data: bytes) -> SourceText:
+    """``data`` as UTF-8 text, or a :class:`SourceText` that says why not."""
+    return _decode(path, data)
 
 
 def _decode(path: str, data: bytes) -> SourceText:
@@ -42,6 +64,72 @@ def _walk_dir(root: Path) -> Iterator[Path]:
             yield entry
 
 
+def _scan_dir(root: str, rel: str) -> Iterator[tuple[str, str, os.stat_result]]:
+    """(relative posix path, absolute path, stat) of every ``.py`` file, sorted like :func:`_walk_dir`."""
+    with os.scandir(root) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for entry in entries:
+        name = entry.name
+        if entry.is_dir():
+            if name not in SKIPPED_DIRS and not name.endswith(".egg-info"):
+                yield from _scan_dir(entry.path, f"{rel}{name}/")
+        elif name.endswith(".py") and len(name) > 3:
+            try:
+                st = entry.stat()
+            except OSError:
+                continue
+            yield f"{rel}{name}", entry.path, st
+
+
+def _reader(path: str) -> Callable[[], bytes]:
+    def read() -> bytes:
+        with open(path, "rb") as handle:
+            return handle.read()
+
+    return read
+
+
+def _const(data: bytes) -> Callable[[], bytes]:
+    return lambda: data
+
+
+def iter_source_files(
+    target: Path, display: str | None = None, only: Collection[str] | None = None
+) -> Iterator[SourceFile]:
+    """Like :func:`iter_sources`, but nothing is read until ``SourceFile.read()``.
+
+    ``only``: for a directory target, the relative paths to keep (``--since``).
+    """
+    if not target.exists():
+        raise FileNotFoundError(f"no such file or directory: {target}")
+    if target.is_dir():
+        for rel, full, st in _scan_dir(str(target), ""):
+            if only is None or rel in only:
+                yield SourceFile(rel, _reader(full), (st.st_size, st.st_mtime_ns), full)
+    elif target.suffix == ".py":
+        st = target.stat()
+        yield SourceFile(display or target.as_posix(), _reader(str(target)), (st.st_size, st.st_mtime_ns), str(target))
+    else:
+        for name, data in _archive_members(target):
+            yield SourceFile(name, _const(data))
+
+
+def _archive_members(target: Path) -> Iterator[tuple[str, bytes]]:
+    if target.name.endswith((".whl", ".zip")):
+        with zipfile.ZipFile(target) as archive:
+            for name in sorted(n for n in archive.namelist() if n.endswith(".py")):
+                yield name, archive.read(name)
+    elif target.name.endswith((".tar.gz", ".tgz", ".tar")):
+        with tarfile.open(target) as archive:
+            members = sorted((m for m in archive.getmembers() if m.isfile() and m.name.endswith(".py")), key=lambda m: m.name)
+            for member in members:
+                handle = archive.extractfile(member)
+                if handle is not None:
+                    yield member.name, handle.read()
+    else:
+        raise ValueError(f"{target}: not a directory, a .py file, a wheel or an sdist")
+
+
 def iter_sources(target: Path, display: str | None = None) -> Iterator[SourceText]:
     """Every ``.py`` file under ``target``, in a stable order.
 
@@ -55,18 +143,8 @@ def iter_sources(target: Path, display: str | None = None) -> Iterator[SourceTex
     if target.is_dir():
         for file in _walk_dir(target):
             yield _decode(file.relative_to(target).as_posix(), file.read_bytes())
-    elif target.name.endswith((".whl", ".zip")):
-        with zipfile.ZipFile(target) as archive:
-            for name in sorted(n for n in archive.namelist() if n.endswith(".py")):
-                yield _decode(name, archive.read(name))
-    elif target.name.endswith((".tar.gz", ".tgz", ".tar")):
-        with tarfile.open(target) as archive:
-            members = sorted((m for m in archive.getmembers() if m.isfile() and m.name.endswith(".py")), key=lambda m: m.name)
-            for member in members:
-                handle = archive.extractfile(member)
-                if handle is not None:
-                    yield _decode(member.name, handle.read())
     elif target.suffix == ".py":
         yield _decode(display or target.as_posix(), target.read_bytes())
     else:
-        raise ValueError(f"{target}: not a directory, a .py file, a wheel or an sdist")
+        for name, data in _archive_members(target):
+            yield _decode(name, data)

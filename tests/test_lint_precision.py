@@ -112,3 +112,46 @@ def test_gr002_reads_through_the_self_alias():
     """
     (finding,) = lint(code, GR002)
     assert finding.line == 4 and finding.symbol == "TritonAttnBackend.__init__"
+
+
+def test_gr001_follows_the_size_into_a_private_helper_and_reports_the_call_site():
+    # sglang 0.5.23 DeepseekSparseAttnBackend.forward_decode -> _forward_aiter(bs=...)
+    code = """
+    class DeepseekSparseAttnBackend(AttentionBackend):
+        def forward_decode(self, q, k, v, layer, forward_batch):
+            return self._forward_aiter(q_all=q, layer=layer, bs=forward_batch.batch_size)
+
+        def _forward_aiter(self, q_all, layer, bs):
+            kv_indptr = self.kv_indptr
+            kv_indptr[1 : bs + 1] = torch.cumsum(self.counts, dim=0)
+            kwargs = self._prepare_persistent(kv_indptr, bs)
+            return mla_decode_fwd(q_all, kv_indptr, **kwargs)
+
+        def _prepare_persistent(self, kv_indptr, bs):
+            return {"work": torch.empty(bs)}
+    """
+    (finding,) = lint(code, GR001)
+    assert finding.symbol == "DeepseekSparseAttnBackend.forward_decode" and finding.line == 3
+    assert "`self._forward_aiter()`" in finding.message and "mla_decode_fwd" in finding.message
+
+
+def test_gr001_helper_two_levels_deep_and_guarded_caller():
+    code = """
+    class FooBackend(AttentionBackend):
+        def forward_extend(self, q, k, v, layer, forward_batch):
+            if self.forward_metadata.batch_size < forward_batch.batch_size:
+                self.init_forward_metadata(forward_batch)
+            return self._outer(q, n=forward_batch.batch_size)
+
+        def forward_decode(self, q, k, v, layer, forward_batch):
+            return self._outer(q, n=forward_batch.batch_size)
+
+        def _outer(self, q, n):
+            return self._inner(q, size=n)
+
+        def _inner(self, q, size):
+            return trtllm_batch_decode_with_kv_cache(query=q[:size])
+    """
+    (finding,) = lint(code, GR001)
+    assert finding.symbol == "FooBackend.forward_decode"
+    assert "`self._outer()` -> `self._inner()`" in finding.message
