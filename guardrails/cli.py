@@ -239,14 +239,14 @@ def _run_lint(args: argparse.Namespace) -> int:
     config = load_config(Path.cwd())
     selection = _selection(args, config)
     display = list(args.files)
-    result = _audit(args, files, config, selection, None, display=display, jobs=1)
+    result = _audit(args, files, config, selection, None, display=display, jobs=None)
     if args.fix or args.diff:
         diffs, rewritten = _fix_or_diff(args, files, result, config)
         if args.diff:
             sys.stdout.write("".join(d if d.endswith("\n") else d + "\n" for d in diffs))
             return EXIT_FINDINGS if diffs or result.findings else EXIT_CLEAN
         if rewritten:
-            result = _audit(args, files, config, selection, None, display=display, jobs=1)
+            result = _audit(args, files, config, selection, None, display=display, jobs=None)
     for f in result.findings:
         print(f"{f.path}:{f.line}:{f.col}: {f.rule} {f.message}")
     for e in result.errors:

@@ -170,7 +170,7 @@ class DraftExtendRoutedToDecodeKernel(LintRule):
                 name = fn.name.value
                 if not self.config.is_forward_method(name):
                     continue
-                for routed, call, kernel in self._routings(fn, methods):
+                for routed, call, kernel in self._routings(fn, methods, ctx):
                     if covered is None:
                         covered = self._covered_modes(methods)
                     missing = routed - covered
@@ -193,6 +193,20 @@ class DraftExtendRoutedToDecodeKernel(LintRule):
     # -- routing: draft-extend branches in forward methods that call a decode kernel --
 
     def _routings(
+        self, fn: cst.FunctionDef, methods: dict[str, cst.FunctionDef], ctx: ModuleContext
+    ) -> list[tuple[frozenset[str], cst.Call, str]]:
+        """(modes, decode call, kernel name) per draft-extend branch of ``fn``; memoized on
+        the file's context, since GR004 asks the same question."""
+        key = ("draft-extend-routings", id(fn))
+        if key not in ctx.memo:
+            found: list[tuple[frozenset[str], cst.Call, str]] = []
+            # every draft-extend predicate (and flag bound to one) names the mode
+            if "draft_extend" in ctx.method_text(fn):
+                found = list(self._find_routings(fn, methods))
+            ctx.memo[key] = found
+        return ctx.memo[key]  # type: ignore[return-value]
+
+    def _find_routings(
         self, fn: cst.FunctionDef, methods: dict[str, cst.FunctionDef]
     ) -> Iterator[tuple[frozenset[str], cst.Call, str]]:
         flags = self._mode_flags(fn)

@@ -247,12 +247,12 @@ class CudaGraphReplayLayout(LintRule):
                 elif matches(name, self.OUT_GRAPH_METHODS):
                     self._walk(fn, fn.body, frozenset({CAPTURE, REPLAY}), frozenset(), methods, writes, 0)
             if writes:
-                routed = self._routed_draft_extend(methods)
+                routed = self._routed_draft_extend(methods, ctx)
                 kept = [w for w in _dedupe(writes) if routed or not _is_draft_extend(w.modes)]
                 findings.extend(self._compare(ctx, cls, kept))
         return findings
 
-    def _routed_draft_extend(self, methods: dict[str, cst.FunctionDef]) -> bool:
+    def _routed_draft_extend(self, methods: dict[str, cst.FunctionDef], ctx: ModuleContext) -> bool:
         """Whether a forward method sends draft extend to a fixed-``q_len`` decode kernel.
 
         A varlen kernel (FlashAttention, the trtllm context kernel) reads ``cu_seqlens_q``
@@ -264,7 +264,7 @@ class CudaGraphReplayLayout(LintRule):
 
         finder = DraftExtendRoutedToDecodeKernel(self.config)
         return any(
-            any(True for _ in finder._routings(fn, methods))
+            any(True for _ in finder._routings(fn, methods, ctx))
             for name, fn in methods.items()
             if self.config.is_forward_method(name)
         )
@@ -370,27 +370,39 @@ class CudaGraphReplayLayout(LintRule):
     # -- per-step values --
 
     def _is_per_step(self, expr: cst.CSTNode, names: frozenset[str]) -> bool:
-        hit = False
+        refs, intrinsic = self._scan_per_step(expr)
+        return intrinsic or not refs.isdisjoint(names)
+
+    def _scan_per_step(self, expr: cst.CSTNode) -> tuple[frozenset[str], bool]:
+        """(names ``expr`` reads, whether it is per-step by itself: a marker name or a
+        per-step call), scanned once per expression."""
+        memo = self.__dict__.setdefault("_scan_memo", {})
+        hit = memo.get(id(expr))
+        if hit is not None and hit[0] is expr:
+            return hit[1]
+        refs: set[str] = set()
+        intrinsic = False
         markers, calls, static = self.PER_STEP_MARKERS, self.PER_STEP_CALLS, self.STATIC_SPEC_FIELDS
 
         class _Scan(cst.CSTVisitor):
             def visit_Name(self, node: cst.Name) -> None:
-                nonlocal hit
-                if node.value in names or any(m in node.value for m in markers):
-                    hit = True
+                nonlocal intrinsic
+                refs.add(node.value)
+                if any(m in node.value for m in markers):
+                    intrinsic = True
 
             def visit_Attribute(self, node: cst.Attribute) -> bool:
-                nonlocal hit
+                nonlocal intrinsic
                 if node.attr.value in static:
                     return False  # spec_info.num_tokens_per_req: the fixed draft width
                 if any(m in node.attr.value for m in markers):
-                    hit = True
+                    intrinsic = True
                 return True
 
             def visit_Call(self, node: cst.Call) -> bool:
-                nonlocal hit
+                nonlocal intrinsic
                 if callee_name(node) in calls:
-                    hit = True
+                    intrinsic = True
                 func = node.func
                 # a `self` helper's result is judged by its name, not by what it is given
                 return not (
@@ -398,7 +410,9 @@ class CudaGraphReplayLayout(LintRule):
                 )
 
         expr.visit(_Scan())
-        return hit
+        result = (frozenset(refs), intrinsic)
+        memo[id(expr)] = (expr, result)
+        return result
 
     def _per_step_names(self, fn: cst.FunctionDef) -> frozenset[str]:
         """Local names bound (anywhere in ``fn``) to a per-step value; parameters named so."""

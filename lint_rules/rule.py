@@ -54,15 +54,31 @@ class ModuleContext:
         self.config = config
         self.source = source
         self._def_starts: dict[int, tuple[int, int]] | None = None
+        self._spans: dict[int, tuple[int, int]] = {}
+        self._lines: list[str] | None = None
+        #: analyses shared between rules on this file (GR003's routings feed GR004)
+        self.memo: dict[tuple, object] = {}
         self._layouts: dict[int, tuple[Mapping[cst.CSTNode, CodeRange], int, int]] = {}
 
     def _index_defs(self) -> dict[int, tuple[int, int]]:
-        """id(libcst method) -> (line, col) of its ``def``, matched in source order."""
+        """id(libcst method) -> (line, col) of its ``def``, matched in source order;
+        also fills the methods' line spans for :meth:`method_text`."""
         ours = [fn for cls in iter_classes(self.module.body) for fn in iter_methods(cls)]
         theirs = list(_ast_methods(ast.parse(self.source).body))
-        if [fn.name.value for fn in ours] != [name for name, _, _ in theirs]:
+        if [fn.name.value for fn in ours] != [name for name, *_ in theirs]:
             raise RuntimeError("libcst and ast disagree on the methods of this file")
-        return {id(fn): (line, col) for fn, (_, line, col) in zip(ours, theirs)}
+        self._spans = {id(fn): (line, end) for fn, (_, line, _, end) in zip(ours, theirs)}
+        return {id(fn): (line, col) for fn, (_, line, col, _) in zip(ours, theirs)}
+
+    def method_text(self, fn: cst.FunctionDef) -> str:
+        """The source text of method ``fn`` (from its ``def`` line): a cheap textual
+        pre-check before a rule walks the method's tree."""
+        if self._def_starts is None:
+            self._def_starts = self._index_defs()
+        if self._lines is None:
+            self._lines = self.source.splitlines()
+        start, end = self._spans[id(fn)]
+        return "\n".join(self._lines[start - 1 : end])
 
     def position(self, node: cst.CSTNode, scope: cst.FunctionDef) -> tuple[int, int]:
         """1-based line and column of ``node``, a node inside method ``scope``."""
@@ -151,13 +167,13 @@ class LintRule:
 
 
 def _ast_methods(body: list[ast.stmt]):
-    """(name, def line, def col) of methods, in the order of :func:`iter_classes` x
+    """(name, def line, def col, last line) of methods, in the order of :func:`iter_classes` x
     :func:`iter_methods` (pre-order over statements, never inside functions)."""
     for stmt in body:
         if isinstance(stmt, ast.ClassDef):
             for item in stmt.body:
                 if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                    yield item.name, item.lineno, item.col_offset
+                    yield item.name, item.lineno, item.col_offset, item.end_lineno
         if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
             continue
         for name in ("body", "orelse", "finalbody"):
