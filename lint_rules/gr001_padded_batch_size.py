@@ -249,12 +249,16 @@ class PaddedBatchSizeInKernelCall(LintRule):
         return findings
 
     @staticmethod
-    def _classifier(fn: cst.FunctionDef, helpers: HelperSummaries) -> Classifier:
-        """Sources: ``forward_batch.batch_size`` reads; a ``self`` helper whose result carries one."""
-        holders = forward_batch_params(fn)
+    def _classifier(
+        fn: cst.FunctionDef, helpers: HelperSummaries, *, reads_forward_batch: bool = True
+    ) -> Classifier:
+        """Sources: ``forward_batch.batch_size`` reads (unless ``reads_forward_batch`` is
+        off: inside a helper only its tainted parameters count) and ``self`` helpers whose
+        result carries one. Comparisons are flags, not sizes."""
+        holders = forward_batch_params(fn) if reads_forward_batch else frozenset()
 
         def classify(node: cst.CSTNode, state: FlowState) -> Verdict:
-            if is_batch_size_read(node, holders):
+            if holders and is_batch_size_read(node, holders):
                 return "source"
             if isinstance(node, cst.Comparison) or (
                 isinstance(node, cst.UnaryOperation) and isinstance(node.operator, cst.Not)
@@ -365,7 +369,7 @@ class PaddedBatchSizeInKernelCall(LintRule):
             classify,
             sink_args,
             lambda c: config.is_replan_call(callee_name(c) or ""),
-            param_classifier=lambda helper: self._param_classifier(helper, helpers),
+            param_classifier=lambda helper: self._classifier(helper, helpers, reads_forward_batch=False),
         )
         if not sinks:
             return []
@@ -385,23 +389,6 @@ class PaddedBatchSizeInKernelCall(LintRule):
                 "take the size from the metadata the kernel reads (e.g. `cu_seqlens_q.shape[0] - 1`).",
             )
         ]
-
-    @staticmethod
-    def _param_classifier(fn: cst.FunctionDef, helpers: HelperSummaries) -> Classifier:
-        """Inside a helper: only its tainted parameters (and helper results) carry the size."""
-
-        def classify(node: cst.CSTNode, state: FlowState) -> Verdict:
-            if isinstance(node, cst.Comparison) or (
-                isinstance(node, cst.UnaryOperation) and isinstance(node.operator, cst.Not)
-            ):
-                return "clean"
-            if isinstance(node, cst.Call):
-                summary = helpers.summarize(node, state, classify)
-                if summary is not None:
-                    return "source" if any(summary) else "clean"
-            return None
-
-        return classify
 
     def _replans_or_raises(self, body: cst.BaseSuite) -> bool:
         """The guard's body re-plans the metadata (``self.init_forward_metadata*``) or raises."""
