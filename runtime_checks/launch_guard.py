@@ -112,10 +112,7 @@ def _check(spec: LaunchSpec, memo: _Memo, args: tuple, kwargs: dict, level: Leve
         if described[0] is not None:
             validate(described[0], described[1], level=Level.SHAPES)
         memo.add_shape(shape_key)
-    capturing = bool(graph_hooks.capturing)
-    if level >= Level.VALUES and not capturing:
-        capturing = stream_is_capturing()
-    if capturing:
+    if graph_hooks.capturing:  # torch.cuda.CUDAGraph capture: record for the replay check
         if level >= Level.VALUES:
             STATE.capture_skips += 1
         described = described or spec.describe(ns)
@@ -125,6 +122,8 @@ def _check(spec: LaunchSpec, memo: _Memo, args: tuple, kwargs: dict, level: Leve
         value_key = (shape_key, spec.value_key(ns))
         if memo.value_ok(value_key):
             STATE.value_memo_hits += 1
+        elif stream_is_capturing():  # a raw stream capture: reading values would break it
+            STATE.capture_skips += 1
         else:
             described = described or spec.describe(ns)
             if described[0] is not None:
