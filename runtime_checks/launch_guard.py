@@ -11,6 +11,12 @@ Per call, at ``STATE.level``:
   During capture the value checks are skipped and counted, and the launch is
   recorded so that :mod:`runtime_checks.graph_hooks` checks it at each replay.
 
+Limit of the content key: a kernel that writes a metadata buffer through its raw
+pointer (a Triton kernel filling ``cu_seqlens_q`` in place) does not bump ``_version``;
+if the same tensor object is reused that way, the next launch hits the memo and its
+new contents go unchecked until the key changes. PyTorch ops (``copy_``, ``cumsum(out=)``)
+bump it.
+
 A violation raises :class:`guardrails.FmhaInvariantError` before the kernel runs
 (``FMHA_GUARD_ACTION=raise``) or is logged once per invariant and call site
 (``warn``). The guard never breaks a launch it does not understand: an internal
