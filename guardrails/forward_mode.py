@@ -98,6 +98,37 @@ class ForwardMode(str, Enum):
         """True for IDLE (an empty DP-attention launch)."""
         return self is ForwardMode.IDLE
 
+    # SGLang's ``ForwardMode`` predicates, so a backend written against this enum reads
+    # like an SGLang backend (and the lint rules, which match ``is_draft_extend*()`` /
+    # ``is_target_verify()`` calls, see its routing).
+
+    def is_extend(self) -> bool:
+        """SGLang's ``is_extend()``: the batch goes through ``forward_extend`` (EXTEND,
+        MIXED, DRAFT_EXTEND, DRAFT_EXTEND_V2 and TARGET_VERIFY), not ``forward_decode``."""
+        return self not in (ForwardMode.DECODE, ForwardMode.IDLE)
+
+    def is_decode(self) -> bool:
+        """True for DECODE (one query row per request)."""
+        return self is ForwardMode.DECODE
+
+    def is_mixed(self) -> bool:
+        """True for MIXED."""
+        return self is ForwardMode.MIXED
+
+    def is_target_verify(self) -> bool:
+        """True for TARGET_VERIFY (uniform ``q_len_per_req`` draft tokens)."""
+        return self is ForwardMode.TARGET_VERIFY
+
+    def is_draft_extend(self, include_v2: bool = False) -> bool:
+        """True for DRAFT_EXTEND (and DRAFT_EXTEND_V2 when ``include_v2``), as SGLang."""
+        if include_v2:
+            return self in (ForwardMode.DRAFT_EXTEND, ForwardMode.DRAFT_EXTEND_V2)
+        return self is ForwardMode.DRAFT_EXTEND
+
+    def is_draft_extend_v2(self) -> bool:
+        """True for DRAFT_EXTEND_V2 (variable accept lengths, ragged)."""
+        return self is ForwardMode.DRAFT_EXTEND_V2
+
 
 class Kernel(str, Enum):
     """Which family of FMHA kernel the launch goes to.
