@@ -11,6 +11,14 @@ from pathlib import Path
 import pytest
 
 EXAMPLES_BUGGY = {"padded_batch_size_buggy.py": "GR001", "stale_swa_pool_buggy.py": "GR002"}
+# examples/seed_bugs/: runnable scripts whose buggy backend subclasses reproduce the four
+# SGLang fixes on purpose; the audit walks subfolders, so it reports them too (one each).
+SEED_BUGS = {
+    "seed_bugs/pr21649_padded_batch_size.py": "GR001",
+    "seed_bugs/pr24856_draft_extend_on_decode_kernel.py": "GR003",
+    "seed_bugs/pr21987_graph_replay_layout.py": "GR004",
+    "seed_bugs/pr26966_stale_swa_pool.py": "GR002",
+}
 
 
 def fmha_guard(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -24,10 +32,10 @@ def test_audit_without_path_reports_exactly_the_buggy_examples(repo_root):
     assert run.returncode == 1, run.stderr
     report = json.loads(run.stdout)
     assert set(report) == {"files_scanned", "findings", "errors"}
-    assert report["files_scanned"] == len(list((repo_root / "examples").glob("*.py")))
+    assert report["files_scanned"] == len(list((repo_root / "examples").rglob("*.py")))
     assert report["errors"] == []
     flagged = {(f["path"], f["rule"]) for f in report["findings"]}
-    assert flagged == set(EXAMPLES_BUGGY.items())
+    assert flagged == set(EXAMPLES_BUGGY.items()) | set(SEED_BUGS.items())
     for f in report["findings"]:
         assert set(f) == {"rule", "name", "path", "line", "col", "symbol", "message"}
         assert "." in f["symbol"] and f["line"] > 0 and f["col"] > 0
@@ -93,4 +101,4 @@ def test_audit_runs_without_torch(repo_root):
     )
     run = subprocess.run([sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, timeout=120)
     assert run.returncode == 1, run.stderr
-    assert len(json.loads(run.stdout)["findings"]) == 3
+    assert len(json.loads(run.stdout)["findings"]) == 3 + len(SEED_BUGS)

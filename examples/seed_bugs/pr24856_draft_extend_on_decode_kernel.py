@@ -1,0 +1,80 @@
+"""SGLang #24856: DRAFT_EXTEND_V2 routed to the decode kernel.
+
+After speculative verification each request accepted a different number of draft
+tokens, so a DRAFT_EXTEND_V2 step is ragged (here 3, 1, 4, 2 query rows). The decode
+kernel (``trtllm_batch_decode_with_kv_cache``) assumes every request has the same
+``q_len_per_req``; the buggy backend sends DRAFT_EXTEND_V2 there anyway, with
+``q_len_per_req=max_seq_len_q``, so rows are attributed to the wrong requests (silent
+wrong output) or read past the query. The fix, :class:`ReferenceAttnBackend`, sends only
+TARGET_VERIFY (uniform draft tokens) to the decode kernel and DRAFT_EXTEND_V2 to the
+ragged prefill kernel with its ``cu_seqlens_q``.
+
+Run: ``python examples/seed_bugs/pr24856_draft_extend_on_decode_kernel.py`` (CPU).
+"""
+
+from __future__ import annotations
+
+import torch
+from _harness import Requests, make_pool, make_runner, print_fixed, print_guard_error, print_lint
+
+from guardrails import AttentionBatch
+from guardrails.forward_mode import Kernel
+from guardrails.reference_backend import ForwardMode, ReferenceAttnBackend, torch_kernels
+
+
+class DraftExtendOnDecodeBackend(ReferenceAttnBackend):
+    """Buggy: ``forward_extend`` routes DRAFT_EXTEND_V2 with TARGET_VERIFY to the decode kernel."""
+
+    def forward_extend(self, q, k, v, layer, forward_batch, save_kv_cache=True, *, out=None):
+        self._save_kv(k, v, layer, forward_batch)
+        mode = forward_batch.forward_mode
+        if mode.is_target_verify() or mode.is_draft_extend_v2():  # BUG: V2 has variable accept lengths
+            metadata, query, out3, result = self._prepare(q, layer, out)
+            kv_cache, read_table, _, window_left, kv_model, swa_model = self._pool_view(metadata, layer, forward_batch)
+            # what the launch consumes, checked by the guard before the kernel
+            batch = AttentionBatch(
+                forward_mode=mode, kernel=Kernel.DECODE, num_query_rows=query.shape[0], query=query,
+                cu_seqlens_q=metadata.cu_seqlens_q, seq_lens=metadata.seq_lens, page_table=metadata.page_table,
+                max_seq_len_kv=metadata.max_seq_len_kv, q_len_per_req=metadata.max_seq_len_q,
+                page_size=metadata.page_size,
+            )
+            self._check(batch, metadata, layer, kv_model, swa_model)
+            torch_kernels.trtllm_batch_decode_with_kv_cache(
+                query=query,
+                kv_cache=kv_cache,
+                workspace_buffer=None,
+                block_tables=read_table,
+                seq_lens=metadata.seq_lens,
+                max_seq_len=metadata.max_seq_len_kv,
+                bmm1_scale=layer.scaling,
+                bmm2_scale=1.0,
+                window_left=window_left,
+                out=out3[: metadata.num_tokens],
+                q_len_per_req=metadata.max_seq_len_q,  # BUG: 4 for every request; they hold 3, 1, 4, 2
+            )
+            return result
+        return self._run_prefill_kernel(q, layer, forward_batch, out)
+
+
+def run(backend_cls):
+    """A DRAFT_EXTEND_V2 step over 4 requests with accept lengths 3, 1, 4, 2."""
+    reqs = Requests(make_pool(), seed=24856)
+    backend = backend_cls(make_runner(reqs.pool, reqs.req_pool))
+    rows = [reqs.add(p) for p in (4, 11, 6, 20)]
+    fb, inputs = reqs.step(ForwardMode.DRAFT_EXTEND_V2, rows, [3, 1, 4, 2])
+    backend.init_forward_metadata(fb)
+    outs, refs = [], []
+    for layer in reqs.layers:
+        q, k, v, ref = inputs[layer.layer_id]
+        out = torch.full_like(q, float("nan"))  # a row nobody writes stays NaN
+        backend.forward(q, k, v, layer, fb, out=out)
+        outs.append(out)
+        refs.append(ref)
+    return outs, refs
+
+
+if __name__ == "__main__":
+    print("SGLang #24856: DRAFT_EXTEND_V2 routed to the decode kernel")
+    print_lint(__file__, "DraftExtendOnDecodeBackend")
+    print_guard_error(lambda: run(DraftExtendOnDecodeBackend))
+    print_fixed(*run(ReferenceAttnBackend))
