@@ -107,6 +107,19 @@ def reference(q: torch.Tensor, seqs: list[torch.Tensor], q_lens: list[int], wind
 # ----------------------------------------------------------------------------- the three steps
 
 
+def run_layers(backend, forward_batch, inputs, layers) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Run each layer's attention with NaN-poisoned outputs (a row nobody writes stays NaN);
+    return (outputs, references) in layer order."""
+    outs, refs = [], []
+    for layer in layers:
+        q, k, v, ref = inputs[layer.layer_id]
+        out = torch.full_like(q, float("nan"))
+        backend.forward(q, k, v, layer, forward_batch, out=out)
+        outs.append(out)
+        refs.append(ref)
+    return outs, refs
+
+
 def print_lint(script: str, buggy_class: str) -> None:
     """(1) Run the real lint engine (default rules) on the script and on the reference backend."""
     print("== 1. lint (fmha-guard audit, default rules)")

@@ -15,7 +15,7 @@ Run: ``python examples/seed_bugs/pr24856_draft_extend_on_decode_kernel.py`` (CPU
 from __future__ import annotations
 
 import torch
-from _harness import Requests, make_pool, make_runner, print_fixed, print_guard_error, print_lint
+from _harness import Requests, make_pool, make_runner, print_fixed, print_guard_error, print_lint, run_layers
 
 from guardrails import AttentionBatch
 from guardrails.forward_mode import Kernel
@@ -63,14 +63,7 @@ def run(backend_cls):
     rows = [reqs.add(p) for p in (4, 11, 6, 20)]
     fb, inputs = reqs.step(ForwardMode.DRAFT_EXTEND_V2, rows, [3, 1, 4, 2])
     backend.init_forward_metadata(fb)
-    outs, refs = [], []
-    for layer in reqs.layers:
-        q, k, v, ref = inputs[layer.layer_id]
-        out = torch.full_like(q, float("nan"))  # a row nobody writes stays NaN
-        backend.forward(q, k, v, layer, fb, out=out)
-        outs.append(out)
-        refs.append(ref)
-    return outs, refs
+    return run_layers(backend, fb, inputs, reqs.layers)
 
 
 if __name__ == "__main__":

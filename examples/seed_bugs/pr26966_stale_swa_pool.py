@@ -14,7 +14,7 @@ Run: ``python examples/seed_bugs/pr26966_stale_swa_pool.py`` (CPU).
 from __future__ import annotations
 
 import torch
-from _harness import Requests, make_pool, make_runner, print_fixed, print_guard_error, print_lint
+from _harness import Requests, make_pool, make_runner, print_fixed, print_guard_error, print_lint, run_layers
 
 from guardrails.reference_backend import ForwardMode, ReferenceAttnBackend, SWAKVPool
 from guardrails.reference_backend.kv_pool import kv_cache_model_for
@@ -48,14 +48,7 @@ def run(backend_cls):
     rows = [reqs.add(p) for p in (6, 13, 2)]
     fb, inputs = reqs.step(ForwardMode.EXTEND, rows, [4, 3, 7])  # fb.token_to_kv_pool is the target's pool
     backend.init_forward_metadata(fb)
-    outs, refs = [], []
-    for layer in reversed(reqs.layers):  # the SWA layer first: that is where the stale flag bites
-        q, k, v, ref = inputs[layer.layer_id]
-        out = torch.full_like(q, float("nan"))  # a row nobody writes stays NaN
-        backend.forward(q, k, v, layer, fb, out=out)
-        outs.append(out)
-        refs.append(ref)
-    return outs, refs
+    return run_layers(backend, fb, inputs, reversed(reqs.layers))  # the SWA layer first: that is where the stale flag bites
 
 
 if __name__ == "__main__":
