@@ -14,7 +14,6 @@ Run: ``python examples/seed_bugs/pr24856_draft_extend_on_decode_kernel.py`` (CPU
 
 from __future__ import annotations
 
-import torch
 from _harness import Requests, make_pool, make_runner, print_fixed, print_guard_error, print_lint, run_layers
 
 from guardrails import AttentionBatch

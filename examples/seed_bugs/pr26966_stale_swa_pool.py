@@ -13,7 +13,6 @@ Run: ``python examples/seed_bugs/pr26966_stale_swa_pool.py`` (CPU).
 
 from __future__ import annotations
 
-import torch
 from _harness import Requests, make_pool, make_runner, print_fixed, print_guard_error, print_lint, run_layers
 
 from guardrails.reference_backend import ForwardMode, ReferenceAttnBackend, SWAKVPool
