@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -39,41 +38,9 @@ from guardrails.validation import find_violations, validate
 
 from . import graph_hooks
 from .entry_points import EntryPoint
+from .launch_memo import LaunchMemo, version_key
 from .launch_specs import LaunchSpec, WrapperPlanSpec
 from .state import STATE, log
-
-#: distinct shape keys remembered per entry point before the set is cleared
-SHAPE_MEMO_SIZE = 4096
-#: distinct metadata contents remembered per entry point (LRU)
-VALUE_MEMO_SIZE = 64
-
-
-class _Memo:
-    """Known-good shape keys and content keys of one entry point."""
-
-    def __init__(self) -> None:
-        self.shapes: set[Any] = set()
-        self.values: OrderedDict[Any, None] = OrderedDict()
-
-    def shape_ok(self, key: Any) -> bool:
-        return key in self.shapes
-
-    def add_shape(self, key: Any) -> None:
-        if len(self.shapes) >= SHAPE_MEMO_SIZE:
-            self.shapes.clear()
-        self.shapes.add(key)
-
-    def value_ok(self, key: Any) -> bool:
-        if key in self.values:
-            self.values.move_to_end(key)
-            return True
-        return False
-
-    def add_value(self, key: Any) -> None:
-        self.values[key] = None
-        if len(self.values) > VALUE_MEMO_SIZE:
-            self.values.popitem(last=False)
-
 
 def _call_site() -> tuple[str, int]:
     """File and line of the first frame outside this package and flashinfer."""
@@ -107,7 +74,7 @@ def internal_error(entry_name: str, exc: BaseException) -> None:
         )
 
 
-def _check(spec: LaunchSpec, memo: _Memo, args: tuple, kwargs: dict, level: Level, is_plan: bool) -> None:
+def _check(spec: LaunchSpec, memo: LaunchMemo, args: tuple, kwargs: dict, level: Level, is_plan: bool) -> None:
     ns = spec.read(args, kwargs)
     shape_key = spec.shape_key(ns)
     described: tuple[AttentionBatch | None, PagedKVCache | None] | None = None
@@ -134,7 +101,7 @@ def _check(spec: LaunchSpec, memo: _Memo, args: tuple, kwargs: dict, level: Leve
             described = described or spec.describe(ns)
             if described[0] is not None:
                 validate(described[0], described[1], level=Level.VALUES)
-            memo.add_value(value_key)
+            memo.add_value(value_key, spec.value_refs(ns))
     if is_plan:
         described = described or spec.describe(ns)
         spec.remember(ns, described[0])
@@ -155,7 +122,7 @@ def make_guard(entry: EntryPoint, original: Callable[..., Any]) -> Callable[...,
     except Exception as exc:  # an unknown FlashInfer signature
         internal_error(name, exc)
         spec = None
-    memo = _Memo()
+    memo = LaunchMemo()
     is_plan = isinstance(spec, WrapperPlanSpec)
 
     @functools.wraps(original)
@@ -175,14 +142,13 @@ def make_guard(entry: EntryPoint, original: Callable[..., Any]) -> Callable[...,
     return guarded
 
 
-_replay_memo = _Memo()
+_replay_memo = LaunchMemo()
 
 
 def check_replay(batch: AttentionBatch, cache: PagedKVCache | None, layout: GraphLayout) -> None:
     """Validate one captured launch against its refilled buffers (before ``replay()``)."""
-    from .launch_specs import version_key
-
-    key = (id(layout), tuple(version_key(t) for t in batch.index_tensors().values()))
+    tensors = tuple(batch.index_tensors().values())
+    key = (id(layout), tuple(version_key(t) for t in tensors))
     if _replay_memo.value_ok(key):
         STATE.value_memo_hits += 1
         return
@@ -196,7 +162,7 @@ def check_replay(batch: AttentionBatch, cache: PagedKVCache | None, layout: Grap
         errors.sort(key=lambda e: e.invariant != "graph-replay-layout")
         report(errors[0], "torch.cuda.CUDAGraph.replay")
         return
-    _replay_memo.add_value(key)
+    _replay_memo.add_value(key, (*tensors, layout))
 
 
 graph_hooks.replay_checker = check_replay

@@ -20,12 +20,18 @@ these arguments); each spec's docstring lists them.
 from __future__ import annotations
 
 import inspect
+import itertools
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from guardrails.forward_mode import ForwardMode, Kernel
 from guardrails.models import AttentionBatch, PagedKVCache
+
+from .launch_memo import tensor_key, version_key
+
+_PLAN_SERIAL = itertools.count(1)
+"""Numbers each remembered wrapper plan: keys name a plan by serial, never by ``id()``."""
 
 _MISSING = object()
 
@@ -64,22 +70,6 @@ def read_args(plan: tuple[tuple[str, int, Any], ...], args: Sequence[Any], kwarg
     return out
 
 
-def tensor_key(t: Any) -> Any:
-    """Shape-level fingerprint of a tensor (or a (K, V) tuple of tensors)."""
-    if t is None:
-        return None
-    if t.__class__ is tuple or t.__class__ is list:
-        return tuple([tensor_key(x) for x in t])
-    return (t.shape, t.dtype, t.device, t.stride())
-
-
-def version_key(t: Any) -> Any:
-    """Content fingerprint: identity, in-place version counter, address, shape."""
-    if t is None:
-        return None
-    return (id(t), t._version, t.data_ptr(), t.shape)
-
-
 class LaunchSpec:
     """Base class: ``TENSORS`` are read for the shape key, ``INDEX_TENSORS`` (a
     subset) also for the value key, ``SCALARS`` join the shape key."""
@@ -107,6 +97,10 @@ class LaunchSpec:
 
     def value_key(self, ns: Mapping[str, Any]) -> tuple:
         return tuple([version_key(ns[n]) for n in self.INDEX_TENSORS])
+
+    def value_refs(self, ns: Mapping[str, Any]) -> tuple:
+        """The tensors :meth:`value_key` names by ``id()``: the memo holds them."""
+        return tuple([ns[n] for n in self.INDEX_TENSORS])
 
     def describe(self, ns: Mapping[str, Any]) -> tuple[AttentionBatch, PagedKVCache | None]:
         raise NotImplementedError
@@ -302,7 +296,7 @@ class WrapperPlanSpec(LaunchSpec):
         return batch, None
 
     def remember(self, ns: Mapping[str, Any], batch: AttentionBatch) -> None:
-        self.plans[ns["self"]] = {"batch": batch, "plan_ns": dict(ns)}
+        self.plans[ns["self"]] = {"batch": batch, "plan_ns": dict(ns), "serial": next(_PLAN_SERIAL)}
 
 
 class PrefillPlanSpec(WrapperPlanSpec):
@@ -340,13 +334,17 @@ class WrapperRunSpec(LaunchSpec):
     def shape_key(self, ns):
         plan = self.planned(ns)
         base = super().shape_key(ns)
-        return base if plan is None else (base, id(plan["batch"]))
+        return base if plan is None else (base, plan["serial"])
 
     def value_key(self, ns):
         plan = self.planned(ns)
         if plan is None:
             return ()
         return tuple(version_key(t) for t in plan["batch"].index_tensors().values())
+
+    def value_refs(self, ns):
+        plan = self.planned(ns)
+        return () if plan is None else tuple(plan["batch"].index_tensors().values())
 
     def describe(self, ns):
         plan = self.planned(ns)

@@ -8,7 +8,6 @@ Outputs are poisoned with NaN before every run; a row the backend forgets stays 
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from guardrails import FmhaInvariantError
+from guardrails.reference_backend.workload import reference_attention as workload_reference
 from guardrails.reference_backend import (
     AttentionLayer,
     ForwardBatch,
@@ -133,23 +133,8 @@ class Engine:
 
 
 def reference(q: torch.Tensor, seqs: list[torch.Tensor], q_lens: list[int], window: int = -1) -> torch.Tensor:
-    """float64 causal GQA attention of each request's last ``q_len`` positions over its whole
-    K/V sequence (``[len, 2, Hk, D]``), with an optional sliding window; no paging at all."""
-    out = torch.zeros(q.shape, dtype=torch.float64)
-    row = 0
-    for kv, ql in zip(seqs, q_lens):
-        kl = kv.shape[0]
-        k = kv[:, 0].double().transpose(0, 1).repeat_interleave(GROUP, 0)  # [H, kl, D]
-        v = kv[:, 1].double().transpose(0, 1).repeat_interleave(GROUP, 0)
-        s = q[row : row + ql].double().transpose(0, 1) @ k.transpose(1, 2) / math.sqrt(HEAD_DIM)
-        pos_q = torch.arange(kl - ql, kl).unsqueeze(1)
-        pos_k = torch.arange(kl).unsqueeze(0)
-        masked = pos_k > pos_q
-        if window >= 0:
-            masked |= pos_k < pos_q - window
-        out[row : row + ql] = (s.masked_fill(masked, float("-inf")).softmax(-1) @ v).transpose(0, 1)
-        row += ql
-    return out
+    """float64 causal GQA attention, no paging (the workload module's reference)."""
+    return workload_reference(q, seqs, q_lens, GROUP, window)
 
 
 def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:

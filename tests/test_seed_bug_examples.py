@@ -14,7 +14,7 @@ import pytest
 SCRIPTS = {  # script -> (rule on the buggy class, invariant the guard raises)
     "pr21649_padded_batch_size.py": ("GR001", "batch-size"),
     "pr24856_draft_extend_on_decode_kernel.py": ("GR003", "forward-mode-kernel"),
-    "pr21987_graph_replay_layout.py": ("GR004", "uniform-q-len"),
+    "pr21987_graph_replay_layout.py": ("GR004", "graph-replay-layout"),
     "pr26966_stale_swa_pool.py": ("GR002", "swa-page-id-range"),
 }
 

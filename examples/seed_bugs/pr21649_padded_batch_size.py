@@ -7,6 +7,9 @@ after the step's metadata was planned for the real ones. The buggy backend tells
 (an illegal address on a GPU). The fix, :class:`ReferenceAttnBackend`, takes the
 batch size from the planned metadata: ``cu_seqlens_q.shape[0] - 1``.
 
+On a GPU the context kernel is trtllm-gen, which needs SM100 (Blackwell): on Hopper
+the buggy variant's launch stops with ``NotImplementedError`` instead.
+
 Run: ``python examples/seed_bugs/pr21649_padded_batch_size.py`` (CPU).
 """
 
@@ -17,7 +20,8 @@ from _harness import Requests, make_pool, make_runner, print_fixed, print_guard_
 
 from guardrails import AttentionBatch
 from guardrails.forward_mode import Kernel
-from guardrails.reference_backend import ForwardMode, ReferenceAttnBackend, pad_forward_batch_for_dp, torch_kernels
+from guardrails.reference_backend import ForwardMode, ReferenceAttnBackend, pad_forward_batch_for_dp
+from guardrails.reference_backend.attention_backend import kernels_for
 
 
 class PaddedBatchSizeBackend(ReferenceAttnBackend):
@@ -26,7 +30,7 @@ class PaddedBatchSizeBackend(ReferenceAttnBackend):
     def forward_extend(self, q, k, v, layer, forward_batch, save_kv_cache=True, *, out=None):
         self._save_kv(k, v, layer, forward_batch)
         metadata, query, out3, result = self._prepare(q, layer, out)
-        kv_cache, read_table, swa_table, window_left, kv_model, swa_model = self._pool_view(metadata, layer, forward_batch)
+        kv_cache, read_table, swa_table, window_left = self._pool_view(metadata, layer, forward_batch)
         # what the launch consumes, checked by the guard (shapes always, values with FMHA_GUARD=values)
         batch = AttentionBatch(
             forward_mode=forward_batch.forward_mode, kernel=Kernel.PREFILL,
@@ -35,11 +39,11 @@ class PaddedBatchSizeBackend(ReferenceAttnBackend):
             seq_lens=metadata.seq_lens, page_table=metadata.page_table,
             max_seq_len_q=metadata.max_seq_len_q, max_seq_len_kv=metadata.max_seq_len_kv, page_size=metadata.page_size,
         )
-        self._check(batch, metadata, layer, kv_model, swa_model)
-        torch_kernels.trtllm_batch_context_with_kv_cache(
+        self._check(metadata, layer, forward_batch, batch=batch)
+        kernels_for(query).trtllm_batch_context_with_kv_cache(  # torch on CPU; trtllm-gen needs SM100
             query=query,
             kv_cache=kv_cache,
-            workspace_buffer=None,
+            workspace_buffer=self._workspace_for(query),
             block_tables=read_table,
             seq_lens=metadata.seq_lens,
             max_q_len=metadata.max_seq_len_q,
@@ -74,7 +78,7 @@ def run(backend_cls):
     outs, refs = [], []
     for layer in reqs.layers:
         q, k, v, ref = inputs[layer.layer_id]
-        q, k, v = (torch.cat([t, reqs.rand(extra, *t.shape[1:])]) for t in (q, k, v))
+        q, k, v = (torch.cat([t, reqs.rand(extra, *t.shape[1:]).to(t.device)]) for t in (q, k, v))
         out = torch.full_like(q, float("nan"))  # a row nobody writes stays NaN
         backend.forward(q, k, v, layer, padded, out=out)
         outs.append(out[: ref.shape[0]])

@@ -10,9 +10,12 @@ buffers in place with the capture layout and never rebinds a captured scalar.
 
 On CPU a "graph" is the captured metadata buffers reused by later steps; the backend
 records each layer's launch layout at capture and the guard checks replays against it.
-The replayed launch is stopped by ``uniform-q-len`` (ragged offsets on the decode kernel),
-a per-launch check that runs before the comparison with the captured layout
-(``graph-replay-layout``).
+The replayed launch is stopped by ``graph-replay-layout``: it needs
+``max_seq_len_q=4`` where the graph baked in 3 (and its ``cu_seqlens_q`` no longer has
+the captured uniform stride). With real CUDA graphs the same check runs in
+:meth:`ReferenceAttnBackend.check_graph_replay`, which
+:class:`~guardrails.reference_backend.CudaGraphRunner` calls before every
+``graph.replay()``.
 
 Run: ``python examples/seed_bugs/pr21987_graph_replay_layout.py`` (CPU).
 """
@@ -20,7 +23,7 @@ Run: ``python examples/seed_bugs/pr21987_graph_replay_layout.py`` (CPU).
 from __future__ import annotations
 
 import torch
-from _harness import HEAD_DIM, KV_HEADS, QO_HEADS, Requests, make_pool, make_runner, print_fixed, print_guard_error, print_lint
+from _harness import Requests, make_pool, make_runner, print_fixed, print_guard_error, print_lint
 
 from guardrails.reference_backend import ForwardMode, ReferenceAttnBackend
 
@@ -47,9 +50,9 @@ def run(backend_cls):
     reqs = Requests(make_pool(), seed=21987)
     backend = backend_cls(make_runner(reqs.pool, reqs.req_pool))
     backend.init_cuda_graph_state(max_bs=4, max_num_tokens=4 * Q_LEN)
-    rows_q, rows_kv = BS * Q_LEN, (BS * Q_LEN, KV_HEADS, HEAD_DIM)
-    static = [(torch.zeros(rows_q, QO_HEADS, HEAD_DIM, dtype=torch.bfloat16), torch.zeros(rows_kv, dtype=torch.bfloat16),
-               torch.zeros(rows_kv, dtype=torch.bfloat16), torch.zeros(rows_q, QO_HEADS, HEAD_DIM, dtype=torch.bfloat16))
+    g, dev = reqs.geometry, reqs.device
+    rows_q, rows_kv = (BS * Q_LEN, g.num_qo_heads, g.head_dim), (BS * Q_LEN, g.num_kv_heads, g.head_dim)
+    static = [tuple(torch.zeros(shape, dtype=torch.bfloat16, device=dev) for shape in (rows_q, rows_kv, rows_kv, rows_q))
               for _ in reqs.layers]
     outs, refs = [], []
     for step, prefixes in enumerate([(5, 9, 2), (17, 1, 30)]):
@@ -58,7 +61,7 @@ def run(backend_cls):
         if step == 0:
             backend.init_forward_metadata_capture_cuda_graph(BS, BS * Q_LEN, fb.req_pool_indices, fb.seq_lens, None, MODE)
         else:
-            accept_length = torch.tensor([4, 3, 2], dtype=torch.int32)  # ragged, same 9 rows
+            accept_length = torch.tensor([4, 3, 2], dtype=torch.int32, device=dev)  # ragged, same 9 rows
             backend.init_forward_metadata_replay_cuda_graph(BS, fb.req_pool_indices, fb.seq_lens, int(fb.seq_lens.sum()),
                                                             None, MODE, accept_length, fb.seq_lens)
         for layer, (sq, sk, sv, sout) in zip(reqs.layers, static):

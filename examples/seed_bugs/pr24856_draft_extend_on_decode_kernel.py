@@ -1,11 +1,12 @@
 """SGLang #24856: DRAFT_EXTEND_V2 routed to the decode kernel.
 
 After speculative verification each request accepted a different number of draft
-tokens, so a DRAFT_EXTEND_V2 step is ragged (here 3, 1, 4, 2 query rows). The decode
+tokens, so a DRAFT_EXTEND_V2 step is ragged (here 4, 1, 3, 4 query rows). The decode
 kernel (``trtllm_batch_decode_with_kv_cache``) assumes every request has the same
 ``q_len_per_req``; the buggy backend sends DRAFT_EXTEND_V2 there anyway, with
-``q_len_per_req=max_seq_len_q``, so rows are attributed to the wrong requests (silent
-wrong output) or read past the query. The fix, :class:`ReferenceAttnBackend`, sends only
+``q_len_per_req=max_seq_len_q`` (4): the kernel sees 12 rows as 3 requests of 4 and
+attributes them to the wrong requests (silent wrong output; with a row count that 4
+does not divide it fails inside FlashInfer instead). The fix, :class:`ReferenceAttnBackend`, sends only
 TARGET_VERIFY (uniform draft tokens) to the decode kernel and DRAFT_EXTEND_V2 to the
 ragged prefill kernel with its ``cu_seqlens_q``.
 
@@ -18,7 +19,8 @@ from _harness import Requests, make_pool, make_runner, print_fixed, print_guard_
 
 from guardrails import AttentionBatch
 from guardrails.forward_mode import Kernel
-from guardrails.reference_backend import ForwardMode, ReferenceAttnBackend, torch_kernels
+from guardrails.reference_backend import ForwardMode, ReferenceAttnBackend
+from guardrails.reference_backend.attention_backend import kernels_for
 
 
 class DraftExtendOnDecodeBackend(ReferenceAttnBackend):
@@ -29,7 +31,7 @@ class DraftExtendOnDecodeBackend(ReferenceAttnBackend):
         mode = forward_batch.forward_mode
         if mode.is_target_verify() or mode.is_draft_extend_v2():  # BUG: V2 has variable accept lengths
             metadata, query, out3, result = self._prepare(q, layer, out)
-            kv_cache, read_table, _, window_left, kv_model, swa_model = self._pool_view(metadata, layer, forward_batch)
+            kv_cache, read_table, _, window_left = self._pool_view(metadata, layer, forward_batch)
             # what the launch consumes, checked by the guard before the kernel
             batch = AttentionBatch(
                 forward_mode=mode, kernel=Kernel.DECODE, num_query_rows=query.shape[0], query=query,
@@ -37,11 +39,11 @@ class DraftExtendOnDecodeBackend(ReferenceAttnBackend):
                 max_seq_len_kv=metadata.max_seq_len_kv, q_len_per_req=metadata.max_seq_len_q,
                 page_size=metadata.page_size,
             )
-            self._check(batch, metadata, layer, kv_model, swa_model)
-            torch_kernels.trtllm_batch_decode_with_kv_cache(
+            self._check(metadata, layer, forward_batch, batch=batch)
+            kernels_for(query).trtllm_batch_decode_with_kv_cache(
                 query=query,
                 kv_cache=kv_cache,
-                workspace_buffer=None,
+                workspace_buffer=self._workspace_for(query),
                 block_tables=read_table,
                 seq_lens=metadata.seq_lens,
                 max_seq_len=metadata.max_seq_len_kv,
@@ -49,18 +51,18 @@ class DraftExtendOnDecodeBackend(ReferenceAttnBackend):
                 bmm2_scale=1.0,
                 window_left=window_left,
                 out=out3[: metadata.num_tokens],
-                q_len_per_req=metadata.max_seq_len_q,  # BUG: 4 for every request; they hold 3, 1, 4, 2
+                q_len_per_req=metadata.max_seq_len_q,  # BUG: 4 for every request; they hold 4, 1, 3, 4
             )
             return result
         return self._run_prefill_kernel(q, layer, forward_batch, out)
 
 
 def run(backend_cls):
-    """A DRAFT_EXTEND_V2 step over 4 requests with accept lengths 3, 1, 4, 2."""
+    """A DRAFT_EXTEND_V2 step over 4 requests with accept lengths 4, 1, 3, 4."""
     reqs = Requests(make_pool(), seed=24856)
     backend = backend_cls(make_runner(reqs.pool, reqs.req_pool))
     rows = [reqs.add(p) for p in (4, 11, 6, 20)]
-    fb, inputs = reqs.step(ForwardMode.DRAFT_EXTEND_V2, rows, [3, 1, 4, 2])
+    fb, inputs = reqs.step(ForwardMode.DRAFT_EXTEND_V2, rows, [4, 1, 3, 4])
     backend.init_forward_metadata(fb)
     return run_layers(backend, fb, inputs, reqs.layers)
 

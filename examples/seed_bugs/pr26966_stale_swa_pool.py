@@ -16,7 +16,6 @@ from __future__ import annotations
 from _harness import Requests, make_pool, make_runner, print_fixed, print_guard_error, print_lint, run_layers
 
 from guardrails.reference_backend import ForwardMode, ReferenceAttnBackend, SWAKVPool
-from guardrails.reference_backend.kv_pool import kv_cache_model_for
 
 
 class StaleSWAPoolBackend(ReferenceAttnBackend):
@@ -32,9 +31,8 @@ class StaleSWAPoolBackend(ReferenceAttnBackend):
         swa_table = None
         if self.is_swa and pool.is_swa_layer(layer.layer_id):  # never true for the draft worker
             swa_table = pool.translate_page_table(metadata.page_table)
-        kv_model, swa_model = kv_cache_model_for(pool, layer.layer_id)
         read_table = metadata.page_table if swa_table is None else swa_table
-        return kv_cache, read_table, swa_table, layer.sliding_window_size, kv_model, swa_model
+        return kv_cache, read_table, swa_table, layer.sliding_window_size
 
 
 def run(backend_cls):

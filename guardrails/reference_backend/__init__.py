@@ -15,6 +15,9 @@ Modules:
 * :mod:`.flashinfer_kernels`: the same contracts on FlashInfer (CUDA only).
 * :mod:`.attention_backend`: ``ReferenceAttnBackend`` (metadata planning, CUDA-graph
   capture/replay, forward_extend / forward_decode, a guard check before every launch).
+* :mod:`.graph_runner`: ``CudaGraphRunner`` (capture per batch size, padded replay,
+  the refilled metadata validated before every ``graph.replay()``).
+* :mod:`.workload`: requests with known K/V, the float64 reference, model geometries.
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ from __future__ import annotations
 from ..forward_mode import ForwardMode
 from .attention_backend import AttentionLayer, ForwardMetadata, ReferenceAttnBackend, guard_level
 from .forward_batch import ForwardBatch, ModelRunner, pad_forward_batch_for_dp
+from .graph_runner import CudaGraphRunner
 from .kv_pool import DUMMY_PAGE, DUMMY_REQ_ROW, MHATokenToKVPool, PageAllocator, ReqToTokenPool, SWAKVPool
 
 __all__ = [
     "AttentionLayer",
+    "CudaGraphRunner",
     "ForwardBatch",
     "ForwardMetadata",
     "ForwardMode",

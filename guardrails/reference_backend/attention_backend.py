@@ -5,14 +5,19 @@
 runs every layer through one of two kernels:
 
 * the paged *prefill* kernel (ragged ``cu_seqlens_q``) for EXTEND, MIXED, DRAFT_EXTEND
-  and DRAFT_EXTEND_V2;
+  and DRAFT_EXTEND_V2 (FlashInfer: trtllm-gen context on SM100, fa3 on SM90, fa2 else);
 * the *decode* kernel (``trtllm_batch_decode_with_kv_cache``, uniform
   ``q_len_per_req``) for DECODE (1) and TARGET_VERIFY (the draft tokens).
 
 On CPU tensors the kernels are :mod:`.torch_kernels`; on CUDA tensors
 :mod:`.flashinfer_kernels` (FlashInfer, imported lazily). Every launch is described as
-an :class:`~guardrails.AttentionBatch` and validated first: shapes always, values
-when ``FMHA_GUARD=values`` (:func:`runtime_checks.check_launch`).
+an :class:`~guardrails.AttentionBatch` and validated first: shapes unless
+``FMHA_GUARD=off`` is set explicitly, values when ``FMHA_GUARD=values``, memoized
+(:class:`runtime_checks.launch_checker.LaunchChecker`: a layout seen before builds no
+models, one step's metadata is read to the host once for all layers). CUDA-graph
+replays run no Python: :meth:`ReferenceAttnBackend.check_graph_replay` validates the
+refilled metadata before ``graph.replay()`` (:class:`.graph_runner.CudaGraphRunner`
+calls it).
 
 Each design choice mirrors an SGLang fix:
 
@@ -43,6 +48,9 @@ from typing import Any, Optional
 
 import torch
 
+from runtime_checks.launch_checker import LaunchChecker
+from runtime_checks.launch_memo import tensor_key
+
 from ..forward_mode import ForwardMode, Kernel
 from ..invariants import Level
 from ..models import AttentionBatch, GraphLayout
@@ -50,19 +58,26 @@ from . import torch_kernels
 from .forward_batch import ForwardBatch, ModelRunner
 from .kv_pool import kv_cache_model_for
 
-__all__ = ["AttentionLayer", "ForwardMetadata", "ReferenceAttnBackend", "guard_level"]
+__all__ = ["AttentionLayer", "ForwardMetadata", "ReferenceAttnBackend", "guard_level", "kernels_for"]
 
 
 def guard_level() -> Level:
-    """The level every launch is validated at: ``SHAPES`` at least, ``VALUES`` when
-    ``FMHA_GUARD=values`` (read on every call, so it can be flipped in a running process).
+    """The level every launch is validated at, read from ``FMHA_GUARD`` on every call (so
+    it can be flipped in a running process): ``SHAPES`` when the variable is unset (shapes
+    are always checked by default), ``VALUES`` for ``values``, and ``OFF`` only when it is
+    set to ``off`` explicitly (how ``examples/serve_loop.py`` measures the guard's cost).
 
     Raises:
         ValueError: ``FMHA_GUARD`` holds an unknown value.
     """
-    from runtime_checks.level import level_from_env
+    import os
 
-    return max(Level.SHAPES, level_from_env())
+    from runtime_checks.level import ENV_VAR, level_from_env
+
+    level = level_from_env()
+    if level is Level.OFF and os.environ.get(ENV_VAR) is None:
+        return Level.SHAPES
+    return level
 
 
 @dataclass
@@ -106,6 +121,9 @@ class ForwardMetadata:
         page_size: tokens per page the page table was built with.
         plan_cache: per-step FlashInfer wrappers (CUDA path only).
         graph_layouts: set for CUDA-graph metadata: layer id -> layout captured.
+        graph_launches: set for CUDA-graph metadata: layer id -> (kernel, layer, query
+            view) of the captured launch, what :meth:`ReferenceAttnBackend.check_graph_replay`
+            rebuilds before a replay.
         swa_page_table: CUDA-graph metadata only: ``[bs, max_pages]`` int32 buffer the
             forward-time full->SWA translation is written into (in place, so a replay
             reads the captured address).
@@ -122,10 +140,11 @@ class ForwardMetadata:
     page_size: int
     plan_cache: dict = field(default_factory=dict)
     graph_layouts: Optional[dict[int, GraphLayout]] = None
+    graph_launches: Optional[dict[int, tuple[Kernel, "AttentionLayer", torch.Tensor]]] = None
     swa_page_table: Optional[torch.Tensor] = None
 
 
-def _kernels_for(t: torch.Tensor) -> ModuleType:
+def kernels_for(t: torch.Tensor) -> ModuleType:
     """:mod:`.torch_kernels` for CPU tensors, :mod:`.flashinfer_kernels` for CUDA ones."""
     if t.is_cuda:
         from . import flashinfer_kernels
@@ -141,9 +160,15 @@ class ReferenceAttnBackend:
         model_runner: :class:`~.forward_batch.ModelRunner`. Read in ``__init__``: the
             ``req_to_token`` table, ``page_size``, the head geometry and the device;
             never ``token_to_kv_pool`` (SGLang #26966).
+        prefill_backend: FlashInfer kernel for extend-shaped work on CUDA: ``"auto"``
+            (the trtllm-gen context kernel on SM100, the fa3 paged prefill wrapper on
+            SM90, fa2 elsewhere), ``"fa2"``, ``"fa3"`` or ``"trtllm-gen"``. Ignored on CPU.
     """
 
-    def __init__(self, model_runner: ModelRunner) -> None:
+    def __init__(self, model_runner: ModelRunner, prefill_backend: str = "auto") -> None:
+        if prefill_backend not in ("auto", "fa2", "fa3", "trtllm-gen"):
+            raise ValueError(f"prefill_backend must be 'auto', 'fa2', 'fa3' or 'trtllm-gen', got {prefill_backend!r}")
+        self.prefill_backend = prefill_backend
         self.req_to_token = model_runner.req_to_token_pool.req_to_token
         self.page_size = model_runner.page_size
         self.max_context_len = self.req_to_token.shape[1]
@@ -153,6 +178,7 @@ class ReferenceAttnBackend:
         self.forward_metadata: Optional[ForwardMetadata] = None
         self._graph_metadata: dict[int, ForwardMetadata] = {}
         self._workspace: Optional[torch.Tensor] = None
+        self._checker = LaunchChecker()
 
     # ------------------------------------------------------------------ planning
 
@@ -242,6 +268,7 @@ class ReferenceAttnBackend:
             q_len_per_req=q_len,
             page_size=self.page_size,
             graph_layouts={},
+            graph_launches={},
             swa_page_table=self.graph_swa_page_table[:bs],
         )
         self._fill_graph_metadata(metadata, req_pool_indices, seq_lens)
@@ -364,8 +391,8 @@ class ReferenceAttnBackend:
         return metadata, q3[: metadata.num_tokens], out3, result
 
     def _pool_view(self, metadata: ForwardMetadata, layer: AttentionLayer, forward_batch: ForwardBatch):
-        """(kv buffer, page table the kernel reads, translated SWA table or None, window,
-        validator models): decided now from ``forward_batch.token_to_kv_pool`` (#26966)."""
+        """(kv buffer, page table the kernel reads, translated SWA table or None, window):
+        decided now from ``forward_batch.token_to_kv_pool`` (#26966)."""
         pool = forward_batch.token_to_kv_pool
         kv_cache = pool.get_kv_buffer(layer.layer_id)
         swa_table = None
@@ -374,22 +401,132 @@ class ReferenceAttnBackend:
             if metadata.swa_page_table is not None:  # graph metadata: refill the captured buffer
                 metadata.swa_page_table.copy_(swa_table)
                 swa_table = metadata.swa_page_table
-        kv_model, swa_model = kv_cache_model_for(pool, layer.layer_id)
         read_table = metadata.page_table if swa_table is None else swa_table
-        return kv_cache, read_table, swa_table, layer.sliding_window_size, kv_model, swa_model
+        return kv_cache, read_table, swa_table, layer.sliding_window_size
 
-    def _check(self, batch: AttentionBatch, metadata: ForwardMetadata, layer: AttentionLayer, kv_model, swa_model) -> None:
-        """Validate a launch (shapes always, values under ``FMHA_GUARD=values``); under
-        CUDA-graph metadata, record the layer's layout at its first launch and check
-        later launches against it."""
-        from runtime_checks import check_launch
+    def _check(self, metadata: ForwardMetadata, layer: AttentionLayer, forward_batch: ForwardBatch, *,
+               batch: Optional[AttentionBatch] = None, kernel: Optional[Kernel] = None,
+               query: Optional[torch.Tensor] = None, swa_table: Optional[torch.Tensor] = None) -> None:
+        """Validate one launch before it runs: shapes unless ``FMHA_GUARD=off``, values
+        under ``FMHA_GUARD=values`` (skipped while a CUDA stream captures; replays are
+        checked by :meth:`check_graph_replay`). Under CUDA-graph metadata the layer's
+        layout is recorded at its first launch and later launches are checked against it.
 
-        captured = None
-        if metadata.graph_layouts is not None:
-            captured = metadata.graph_layouts.get(layer.layer_id)
-        check_launch(batch, kv_model, swa_model, level=guard_level(), captured=captured)
-        if metadata.graph_layouts is not None and captured is None:
-            metadata.graph_layouts[layer.layer_id] = GraphLayout.capture(batch)
+        The fixed launch paths pass ``kernel``, ``query`` and ``swa_table``: the
+        :class:`~guardrails.AttentionBatch` is built from ``metadata`` only when a check
+        must run, and repeated launches hit the memo (a layout seen before builds no
+        models; metadata contents seen before need no host copy). A caller with its own
+        description of the launch passes ``batch`` (checked every time, no memo).
+
+        Raises:
+            FmhaInvariantError: the launch breaks an invariant (nothing was launched).
+        """
+        level = guard_level()
+        graph = metadata.graph_layouts is not None
+        if level is Level.OFF and not graph:
+            return
+        captured = metadata.graph_layouts.get(layer.layer_id) if graph else None
+        describe, shape_key, index_tensors, scope = self._describe(batch, metadata, layer, forward_batch, kernel, query,
+                                                                   swa_table)
+        self._checker.check(describe, level=level, shape_key=shape_key, index_tensors=index_tensors, captured=captured,
+                            value_scope=scope)
+        if graph and captured is None:
+            launch = describe()[0]
+            metadata.graph_layouts[layer.layer_id] = GraphLayout.capture(launch)
+            metadata.graph_launches[layer.layer_id] = (launch.kernel, layer, launch.query)
+
+    def _describe(self, batch: Optional[AttentionBatch], metadata: ForwardMetadata, layer: AttentionLayer,
+                  forward_batch: ForwardBatch, kernel: Optional[Kernel] = None, query=None, swa_table=None):
+        """(describe, shape key, index tensors, value scope) of one launch for the memoized
+        checker (:class:`~runtime_checks.launch_checker.LaunchChecker`); ``batch`` given:
+        no memo (key ``None``)."""
+        pool = forward_batch.token_to_kv_pool
+        mode = forward_batch.forward_mode
+
+        def describe():
+            launch = batch
+            if launch is None:
+                launch = self._launch_batch(metadata, mode, kernel, query, swa_table)
+            kv_model, swa_model = kv_cache_model_for(pool, layer.layer_id)
+            return launch, kv_model, swa_model
+
+        if batch is not None:
+            return describe, None, (), None
+        index = (metadata.cu_seqlens_q, metadata.seq_lens, metadata.page_table, swa_table)
+        is_swa = pool.is_swa_layer(layer.layer_id)
+        # what the value checks depend on besides the index contents: not the query buffer
+        value_scope = (
+            kernel, mode, query.shape[0], tuple([tensor_key(t) for t in index]),
+            metadata.max_seq_len_q, metadata.max_seq_len_kv, metadata.q_len_per_req, metadata.page_size,
+            tensor_key(pool.get_kv_buffer(layer.layer_id)), pool.num_pages, is_swa,
+            getattr(pool, "num_swa_pages", None) if is_swa else None, layer.sliding_window_size,
+        )
+        shape_key = (value_scope, tensor_key(query))
+        captured = metadata.graph_layouts.get(layer.layer_id) if metadata.graph_layouts is not None else None
+        if captured is not None:  # graph-replay-layout compares addresses too
+            shape_key += (id(captured), tuple([t.data_ptr() for t in (query, *index) if t is not None]))
+            value_scope += (captured.batch_size, captured.num_query_rows, captured.max_seq_len_q,
+                            captured.max_seq_len_kv, captured.sum_seq_lens_q, captured.cu_seqlens_q_stride)
+        tensors = [t for t in index if t is not None]
+        if is_swa:
+            tensors.append(pool.full_to_swa_index_mapping)
+        return describe, shape_key, tensors, value_scope
+
+    def check_graph_replay(self, bs: int, forward_batch: ForwardBatch) -> None:
+        """Validate the refilled metadata of the graph captured for ``bs`` before
+        ``graph.replay()``: a replayed graph runs no Python, so this is the only check a
+        replayed launch gets. Each captured layer's launch is rebuilt from the metadata
+        as it is now (buffers AND the scalars a buggy replay may have rebound) and checked
+        against the layout recorded at capture (``graph-replay-layout``, SGLang #21987),
+        at :func:`guard_level` (values: one host copy of the refilled index buffers per
+        replay, shared by layers that read the same ones).
+
+        Args:
+            bs: the captured batch size being replayed.
+            forward_batch: the replayed step (its ``token_to_kv_pool`` gives the page
+                counts and, for SWA layers, the full->SWA translation the graph will do).
+
+        Raises:
+            FmhaInvariantError: the refilled metadata breaks an invariant.
+            KeyError: no graph was captured for ``bs``.
+        """
+        metadata = self._graph_metadata[bs]
+        level = guard_level()
+        if level is Level.OFF:
+            return
+        pool = forward_batch.token_to_kv_pool
+        for layer_id, (kernel, layer, query) in sorted((metadata.graph_launches or {}).items()):
+            swa_table = None
+            if pool.is_swa_layer(layer_id) and metadata.swa_page_table is not None:
+                # what the graph's own gather will write at replay, into the captured buffer
+                metadata.swa_page_table.copy_(pool.translate_page_table(metadata.page_table))
+                swa_table = metadata.swa_page_table
+            describe, shape_key, index_tensors, scope = self._describe(None, metadata, layer, forward_batch, kernel,
+                                                                       query, swa_table)
+            self._checker.check(describe, level=level, shape_key=shape_key, index_tensors=index_tensors,
+                                captured=metadata.graph_layouts[layer_id], value_scope=scope)
+
+    @staticmethod
+    def _launch_batch(metadata: ForwardMetadata, mode: ForwardMode, kernel: Kernel, query, swa_table) -> AttentionBatch:
+        """The launch over ``metadata``: the ragged prefill kernel states its batch size
+        (``cu_seqlens_q.shape[0] - 1``, never the padded one), the decode kernel its uniform
+        ``q_len_per_req``."""
+        per_kernel = ({"batch_size": metadata.cu_seqlens_q.shape[0] - 1} if kernel is Kernel.PREFILL
+                      else {"q_len_per_req": metadata.q_len_per_req})
+        return AttentionBatch(
+            forward_mode=mode,
+            kernel=kernel,
+            num_query_rows=query.shape[0],
+            query=query,
+            cu_seqlens_q=metadata.cu_seqlens_q,
+            seq_lens=metadata.seq_lens,
+            page_table=metadata.page_table,
+            swa_page_table=swa_table,
+            max_seq_len_q=metadata.max_seq_len_q,
+            max_seq_len_kv=metadata.max_seq_len_kv,
+            page_size=metadata.page_size,
+            **per_kernel,
+        )
 
     def _workspace_for(self, t: torch.Tensor) -> Optional[torch.Tensor]:
         if not t.is_cuda:
@@ -403,25 +540,11 @@ class ReferenceAttnBackend:
     def _run_prefill_kernel(self, q, layer: AttentionLayer, forward_batch: ForwardBatch, out) -> torch.Tensor:
         """Ragged paged prefill over the planned metadata; batch size from ``cu_seqlens_q``."""
         metadata, query, out3, result = self._prepare(q, layer, out)
-        kv_cache, read_table, swa_table, window_left, kv_model, swa_model = self._pool_view(metadata, layer, forward_batch)
-        batch = AttentionBatch(
-            forward_mode=forward_batch.forward_mode,
-            kernel=Kernel.PREFILL,
-            batch_size=metadata.cu_seqlens_q.shape[0] - 1,
-            num_query_rows=query.shape[0],
-            query=query,
-            cu_seqlens_q=metadata.cu_seqlens_q,
-            seq_lens=metadata.seq_lens,
-            page_table=metadata.page_table,
-            swa_page_table=swa_table,
-            max_seq_len_q=metadata.max_seq_len_q,
-            max_seq_len_kv=metadata.max_seq_len_kv,
-            page_size=metadata.page_size,
-        )
-        self._check(batch, metadata, layer, kv_model, swa_model)
+        kv_cache, read_table, swa_table, window_left = self._pool_view(metadata, layer, forward_batch)
+        self._check(metadata, layer, forward_batch, kernel=Kernel.PREFILL, query=query, swa_table=swa_table)
         if query.shape[0] == 0:
             return result
-        kernels = _kernels_for(query)
+        kernels = kernels_for(query)
         kernels.batch_prefill_with_paged_kv_cache(
             query,
             kv_cache,
@@ -434,6 +557,8 @@ class ReferenceAttnBackend:
             out=out3[: metadata.num_tokens],
             workspace_buffer=self._workspace_for(query),
             plan_cache=metadata.plan_cache,
+            **({"backend": self.prefill_backend, "max_q_len": metadata.max_seq_len_q,
+                "max_kv_len": metadata.max_seq_len_kv} if query.is_cuda else {}),
         )
         return result
 
@@ -441,24 +566,11 @@ class ReferenceAttnBackend:
         """Uniform-``q_len_per_req`` decode over the planned metadata (DECODE, TARGET_VERIFY);
         an IDLE batch is validated as an empty launch and launches nothing."""
         metadata, query, out3, result = self._prepare(q, layer, out)
-        kv_cache, read_table, swa_table, window_left, kv_model, swa_model = self._pool_view(metadata, layer, forward_batch)
-        batch = AttentionBatch(
-            forward_mode=forward_batch.forward_mode,
-            kernel=Kernel.DECODE,
-            num_query_rows=query.shape[0],
-            query=query,
-            cu_seqlens_q=metadata.cu_seqlens_q,
-            seq_lens=metadata.seq_lens,
-            page_table=metadata.page_table,
-            swa_page_table=swa_table,
-            max_seq_len_kv=metadata.max_seq_len_kv,
-            q_len_per_req=metadata.q_len_per_req,
-            page_size=metadata.page_size,
-        )
-        self._check(batch, metadata, layer, kv_model, swa_model)
+        kv_cache, read_table, swa_table, window_left = self._pool_view(metadata, layer, forward_batch)
+        self._check(metadata, layer, forward_batch, kernel=Kernel.DECODE, query=query, swa_table=swa_table)
         if query.shape[0] == 0:
             return result
-        kernels = _kernels_for(query)
+        kernels = kernels_for(query)
         kernels.trtllm_batch_decode_with_kv_cache(
             query=query,
             kv_cache=kv_cache,

@@ -1,6 +1,9 @@
 """The CUDA path: the same two kernel contracts as :mod:`.torch_kernels`, on FlashInfer.
 
-* :func:`batch_prefill_with_paged_kv_cache`: ``flashinfer.BatchPrefillWithPagedKVCacheWrapper``
+* :func:`batch_prefill_with_paged_kv_cache`: on SM100 the trtllm-gen context kernel
+  (``trtllm_batch_context_with_kv_cache``, batch size ``qo_indptr.shape[0] - 1``; not run
+  here: no SM100 was available, signature checked against 0.7.2.post1 and the routing in
+  the CPU tests); elsewhere ``flashinfer.BatchPrefillWithPagedKVCacheWrapper``
   (``backend="fa3"`` on SM90, ``"fa2"`` elsewhere), planned once per step and block table
   (the wrappers are cached in the caller's ``plan_cache``, the per-step metadata), then
   run per layer. The block table and ``seq_lens`` are turned into FlashInfer's CSR
@@ -22,8 +25,8 @@ from typing import Any, Optional
 
 import torch
 
-__all__ = ["batch_prefill_with_paged_kv_cache", "trtllm_batch_decode_with_kv_cache", "page_table_to_csr",
-           "xqa_causal_draft_mask", "WORKSPACE_BYTES"]
+__all__ = ["batch_prefill_with_paged_kv_cache", "trtllm_batch_context_with_kv_cache",
+           "trtllm_batch_decode_with_kv_cache", "page_table_to_csr", "xqa_causal_draft_mask", "WORKSPACE_BYTES"]
 
 WORKSPACE_BYTES = 128 * 1024 * 1024
 """Workspace FlashInfer's prefill wrappers and xqa / trtllm-gen want (zero-initialised:
@@ -71,6 +74,9 @@ def batch_prefill_with_paged_kv_cache(
     out: Optional[torch.Tensor] = None,
     workspace_buffer: torch.Tensor,
     plan_cache: dict,
+    backend: str = "auto",
+    max_q_len: Optional[int] = None,
+    max_kv_len: Optional[int] = None,
 ) -> torch.Tensor:
     """Ragged paged prefill on FlashInfer; same contract as
     :func:`.torch_kernels.batch_prefill_with_paged_kv_cache` plus the CUDA state.
@@ -81,17 +87,35 @@ def batch_prefill_with_paged_kv_cache(
         workspace_buffer: ``[WORKSPACE_BYTES]`` uint8 float workspace.
         plan_cache: per-step dict; a wrapper is planned once per
             ``(block_tables, window_left, sm_scale)`` and reused by every layer.
+        backend: ``"auto"`` (trtllm-gen on SM100, fa3 on SM90, else fa2), ``"fa2"``,
+            ``"fa3"`` or ``"trtllm-gen"``.
+        max_q_len, max_kv_len: longest query / KV length (tokens), for trtllm-gen
+            (required there; the batch size it is given is ``qo_indptr.shape[0] - 1``).
+
+    Raises:
+        NotImplementedError: ``"trtllm-gen"`` off SM100.
     """
     import flashinfer
 
+    if backend == "auto":
+        major = _sm_major(q.device)
+        backend = "trtllm-gen" if major == 10 else "fa3" if major == 9 else "fa2"
+    if backend == "trtllm-gen":
+        cum_kv = torch.zeros(seq_lens.shape[0] + 1, dtype=torch.int32, device=seq_lens.device)
+        cum_kv[1:] = torch.cumsum(seq_lens, 0)
+        return trtllm_batch_context_with_kv_cache(
+            query=q, kv_cache=kv_cache, workspace_buffer=workspace_buffer, block_tables=block_tables,
+            seq_lens=seq_lens, max_q_len=max_q_len, max_kv_len=max_kv_len, bmm1_scale=sm_scale, bmm2_scale=1.0,
+            batch_size=qo_indptr.shape[0] - 1, cum_seq_lens_q=qo_indptr, cum_seq_lens_kv=cum_kv,
+            window_left=window_left, out=out, kv_layout=kv_layout,
+        )
     if kv_layout.upper() == "HND":
         num_kv_heads, page_size = kv_cache.shape[-3], kv_cache.shape[-2]
     else:
         page_size, num_kv_heads = kv_cache.shape[-3], kv_cache.shape[-2]
-    key = (block_tables.data_ptr(), tuple(block_tables.shape), window_left, sm_scale, kv_layout)
+    key = (block_tables.data_ptr(), tuple(block_tables.shape), window_left, sm_scale, kv_layout, backend)
     wrapper = plan_cache.get(key)
     if wrapper is None:
-        backend = "fa3" if _sm_major(q.device) == 9 else "fa2"
         wrapper = flashinfer.BatchPrefillWithPagedKVCacheWrapper(workspace_buffer, kv_layout.upper(), backend=backend)
         indptr, indices, last = page_table_to_csr(block_tables, seq_lens, page_size)
         wrapper.plan(
@@ -178,4 +202,48 @@ def trtllm_batch_decode_with_kv_cache(
         kv_layout=kv_layout,
         q_len_per_req=q_len,
         mask=mask,
+    )
+
+
+def trtllm_batch_context_with_kv_cache(
+    query: torch.Tensor,
+    kv_cache: Any,
+    workspace_buffer: Optional[torch.Tensor],
+    block_tables: torch.Tensor,
+    seq_lens: torch.Tensor,
+    max_q_len: int,
+    max_kv_len: int,
+    bmm1_scale: float,
+    bmm2_scale: float,
+    batch_size: int,
+    cum_seq_lens_q: torch.Tensor,
+    cum_seq_lens_kv: torch.Tensor,
+    window_left: int = -1,
+    out: Optional[torch.Tensor] = None,
+    out_dtype: Optional[torch.dtype] = None,
+    kv_layout: str = "HND",
+) -> torch.Tensor:
+    """``flashinfer.prefill.trtllm_batch_context_with_kv_cache`` (trtllm-gen), arguments as
+    the torch kernel of the same name. The reference backend never routes here (it uses
+    the paged prefill wrapper); the SGLang #21649 seed example does.
+
+    Raises:
+        NotImplementedError: the GPU is not SM100 (the trtllm-gen context cubins are
+            Blackwell-only; on Hopper there is nothing to launch).
+    """
+    if _sm_major(query.device) != 10:
+        raise NotImplementedError(
+            f"trtllm_batch_context_with_kv_cache needs an SM100 GPU, this is SM{_sm_major(query.device)}x; "
+            "use batch_prefill_with_paged_kv_cache (fa2/fa3) on Hopper"
+        )
+    from flashinfer.prefill import trtllm_batch_context_with_kv_cache as _context
+
+    if workspace_buffer is None:
+        workspace_buffer = torch.zeros(WORKSPACE_BYTES, dtype=torch.uint8, device=query.device)
+    return _context(
+        query=query, kv_cache=kv_cache, workspace_buffer=workspace_buffer, block_tables=block_tables,
+        seq_lens=seq_lens, max_q_len=max_q_len, max_kv_len=max_kv_len, bmm1_scale=bmm1_scale,
+        bmm2_scale=bmm2_scale, batch_size=batch_size, cum_seq_lens_q=cum_seq_lens_q,
+        cum_seq_lens_kv=cum_seq_lens_kv, window_left=window_left, out=out, out_dtype=out_dtype,
+        kv_layout=kv_layout,
     )

@@ -199,6 +199,18 @@ class MHATokenToKVPool:
             table[row, have * ps : stop] = slots[: stop - have * ps].to(table.device)
         return table[row, old_len:new_len].long()
 
+    def shrink(self, req_to_token_pool: ReqToTokenPool, row: int, old_len: int, new_len: int) -> None:
+        """Drop request ``row``'s positions ``[new_len, old_len)`` (rejected draft tokens):
+        the pages no position below ``new_len`` uses go back to the allocator."""
+        ps = self.page_size
+        keep, have = -(-new_len // ps), -(-old_len // ps)
+        if have > keep:
+            table = req_to_token_pool.req_to_token
+            pages = (table[row, keep * ps : have * ps : ps] // ps).tolist()
+            self.allocator.free(pages)
+            self._on_pages_freed(pages)
+            table[row, keep * ps : have * ps] = 0
+
     def release(self, req_to_token_pool: ReqToTokenPool, row: int, length: int) -> None:
         """Free the pages of request ``row`` (``length`` tokens) and the row itself."""
         ps = self.page_size

@@ -26,7 +26,6 @@ dtype (or ``out``'s). Index tensors are read on the host: CPU only, not capturab
 
 from __future__ import annotations
 
-import math
 from typing import Optional, Union
 
 import torch
