@@ -38,7 +38,7 @@ _EXPORTS = {
     "FmhaInvariantError": "errors",
     "ForwardMode": "forward_mode",
     "Kernel": "forward_mode",
-    "Level": "invariants",
+    "Level": "config",
     "Invariant": "invariants",
     "CATALOG": "invariants",
     "get": "invariants",
@@ -55,7 +55,25 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
+_DISTRIBUTION = "fmha-guardrails"
+_VERSION_UNKNOWN = "0+unknown"
+
+
+def _installed_version() -> str:
+    """The installed distribution's version (setup.cfg ``version``, the one source), or
+    ``"0+unknown"`` when the package runs from a source tree that was never installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(_DISTRIBUTION)
+    except PackageNotFoundError:
+        return _VERSION_UNKNOWN
+
+
 def __getattr__(name: str):
+    if name == "__version__":
+        value = globals()[name] = _installed_version()
+        return value
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -65,14 +83,13 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+    return sorted(set(globals()) | set(_EXPORTS) | {"__version__"})
 
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .config import Level
     from .errors import FmhaInvariantError
     from .forward_mode import ForwardMode, Kernel
-    from .invariants import CATALOG, Invariant, Level, get
+    from .invariants import CATALOG, Invariant, get
     from .models import AttentionBatch, BufferLayout, GraphLayout, KVLayout, PagedKVCache, SlidingWindowPool
     from .validation import find_violations, validate
-
-__version__ = "0.1.0"

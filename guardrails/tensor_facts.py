@@ -191,7 +191,7 @@ def read_host_ints(tensors: Mapping[str, Any]) -> dict[str, list]:
         return {}
     same_device = len({device_name(t) for _, t in items}) == 1
     if len(items) > 1 and same_device and all(_is_torch_tensor(t) for _, t in items):
-        import torch  # torch tensors were passed, so torch is importable
+        torch = sys.modules["torch"]  # torch tensors were passed, so torch is loaded
 
         dtypes = {t.dtype for _, t in items}
         common = dtypes.pop() if len(dtypes) == 1 else torch.int64
@@ -217,8 +217,7 @@ def gather_host_ints(table: Any, indices: Sequence[int]) -> list[int]:
     if not indices:
         return []
     if _is_torch_tensor(table):
-        import torch
-
+        torch = sys.modules["torch"]
         idx = torch.as_tensor(list(indices), dtype=torch.long, device=table.device)
         return table.detach().index_select(0, idx).cpu().tolist()
     flat = _to_nested_list(table)

@@ -4,7 +4,7 @@
 all of them. Both take the same arguments.
 
 Run order is catalog order (:data:`guardrails.invariants.CATALOG`), shape
-parts first: every ``SHAPES`` check (batch-size, forward-mode-kernel,
+parts first (:func:`run_order`): every ``SHAPES`` check (batch-size, forward-mode-kernel,
 query-rows, metadata-dtype-device, kv-layout, graph-replay-layout), then, at
 ``VALUES``, the value parts (cu-seqlens-monotone, last-page-len, uniform-q-len,
 max-seq-len, seq-len-covers-query, page-table-capacity, page-id-range,
@@ -32,11 +32,11 @@ from __future__ import annotations
 
 from typing import Iterator, Optional, Union
 
-from . import checks_shapes, checks_values  # noqa: F401  (register the checks)
-from .check_registry import CHECKS, Check, CheckContext, Finding
+from .check_context import CHECKS, Check, CheckContext, Finding
+from .config import Level, parse_level
 from .errors import FmhaInvariantError
 from .forward_mode import ForwardMode, Kernel
-from .invariants import CATALOG, Level
+from .invariants import CATALOG  # importing the catalog registers every check
 from .models import AttentionBatch, GraphLayout, PagedKVCache, SlidingWindowPool
 from .tensor_facts import has_readable_data, stream_is_capturing
 
@@ -54,7 +54,9 @@ _POSITION = {inv_id: i for i, inv_id in enumerate(CATALOG)}
 
 
 def run_order() -> list[Check]:
-    """Registered checks in the order they run: by level, then catalog order."""
+    """Registered checks in the order they run: by level (every ``SHAPES`` part before
+    any ``VALUES`` part), then catalog order. The first violation :func:`validate`
+    reports depends on it; ``tests/test_invariants_catalog.py`` pins it."""
     return sorted(CHECKS, key=lambda c: (c.level, _POSITION[c.invariant]))
 
 
@@ -78,7 +80,7 @@ def _iter_violations(
         batch.kernel is None or type(batch.kernel) is Kernel
     ):  # built with model_copy(update=...), which skips validation
         batch = batch.replace()
-    level = Level.parse(level)
+    level = parse_level(level, setting="level")
     if level is Level.OFF:
         return
     ctx = CheckContext(batch=batch, kv_cache=kv_cache, swa_pool=swa_pool, captured=captured, level=level)
@@ -127,7 +129,7 @@ def validate(
         level: ``Level.SHAPES`` (no tensor contents read, capture-safe) or
             ``Level.VALUES`` (default; one host copy of the index tensors);
             ``Level.OFF`` or ``"off"`` returns at once. Strings and ints parse
-            via :meth:`Level.parse`.
+            via :func:`guardrails.config.parse_level`.
         captured: the :class:`GraphLayout` taken at CUDA-graph capture when
             ``batch`` is a replay; enables ``graph-replay-layout`` (SGLang #21987).
 
@@ -136,7 +138,7 @@ def validate(
             docstring for the order); ``.invariant`` is its catalog id,
             ``.fields`` the offending values.
         TypeError: ``batch`` is not an AttentionBatch.
-        ValueError: ``level`` does not parse.
+        GuardConfigError: (a ``ValueError``) ``level`` does not parse.
     """
     for error in _iter_violations(batch, kv_cache, swa_pool, level, captured):
         raise error
@@ -157,6 +159,6 @@ def find_violations(
 
     Raises:
         TypeError: ``batch`` is not an AttentionBatch.
-        ValueError: ``level`` does not parse.
+        GuardConfigError: (a ``ValueError``) ``level`` does not parse.
     """
     return list(_iter_violations(batch, kv_cache, swa_pool, level, captured))

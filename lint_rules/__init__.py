@@ -3,8 +3,9 @@
 Rules: GR001 padded-batch-size-in-kernel-call (SGLang #21649), GR002 stale-kv-pool-state
 (SGLang #26966), GR003 draft-extend-routed-to-decode-kernel (#24856), GR004
 cuda-graph-replay-layout (#21987), their opt-in strict forms GR101 / GR102, and the
-suppression checks GR900 / GR901 (``fmha-guard rules`` lists them). ``fmha-guard audit`` and ``fmha-guard lint`` run them;
-:func:`audit_paths` is the API. Needs no torch.
+suppression checks GR900 / GR901 (``fmha-guard rules`` lists them). ``fmha-guard audit``
+and ``fmha-guard lint`` run them; :func:`audit_paths` is the API,
+:func:`check_examples` runs a rule's own VALID / INVALID examples. Needs no torch.
 
 Names are imported on first use (PEP 562), so that ``fmha-guard`` answering from its
 result cache never imports libcst or the rules.
@@ -20,15 +21,18 @@ _EXPORTS = {
     "AuditResult": "engine",
     "FileError": "finding",
     "Finding": "finding",
-    "Invalid": "rule",
+    "Invalid": "rule_info",
     "LintConfig": "config",
     "LintRule": "rule",
+    "PSEUDO_RULES": "suppressions",
+    "Replacement": "rule",
     "RuleSelection": "engine",
     "UnknownRuleError": "registry",
-    "Valid": "rule",
+    "Valid": "rule_info",
     "audit_files": "engine",
     "audit_paths": "engine",
     "audit_sources": "engine",
+    "check_examples": "testing",
     "find_rule": "registry",
     "lint_source": "engine",
     "load_config": "config",
@@ -56,4 +60,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .engine import AuditResult, RuleSelection, audit_files, audit_paths, audit_sources, lint_source
     from .finding import FileError, Finding
     from .registry import ALL_RULES, UnknownRuleError, find_rule, select_rules
-    from .rule import Invalid, LintRule, Valid
+    from .rule import LintRule, Replacement
+    from .rule_info import Invalid, Valid
+    from .suppressions import PSEUDO_RULES
+    from .testing import check_examples

@@ -1,20 +1,24 @@
-"""Autofix for GR001 (SGLang #21649): take the kernel's batch size from the metadata it reads.
+"""Applies the fixes rules attach to their findings (``--fix`` / ``--diff``).
 
-Only one shape of finding is fixed: a kernel call flagged by GR001 that passes
-``batch_size=<padded expr>`` *and* ``cum_seq_lens_q=X`` (the trtllm context / ragged
-kernels). The value of ``batch_size`` becomes ``X.shape[0] - 1``, with ``X`` exactly as
-written in the call (``self.forward_metadata.cu_seqlens_q``): the number of requests
-the kernel's own offsets describe. Everything else is left to a person.
+A rule that can fix what it reports is ``FIXABLE`` and passes a
+:class:`~lint_rules.rule.Replacement` (a node of the linted module and the node to put
+in its place) with the finding, as Fixit's ``report(node, replacement=...)``; what a
+fix is belongs to the rule (GR001's is in its own module). This engine knows no rule:
 
-The edit is a libcst transformation of the argument's value only: the keyword, the
-comma, trailing comments and the rest of the file are kept byte for byte. A candidate
-fix is kept only if re-linting the fixed source shows no GR001 finding left in that
-call (when another argument is padded too, or ``X`` itself is derived from the padded
-size, the call is left unchanged). Nothing is ever interactive.
+* the file is parsed again and each fixable rule with findings there is run on it, so
+  that its replacements refer to this parse; a replacement is taken when its finding
+  is one of the given findings (same rule, line and column);
+* the replacements are applied as one libcst transformation: only the replaced nodes
+  change, the rest of the file is kept byte for byte (comments, line endings);
+* a replacement is kept only if re-linting the fixed source shows no finding of its
+  rule inside the replaced node; the others are dropped and the rest applied again
+  (at most one round per replacement, usually one). A replacement nested inside
+  another is dropped.
 
-:func:`apply_fixes` works on the files of an :class:`~lint_rules.engine.AuditResult`
-under a directory root; findings read from a wheel or an sdist are never fixed (an
-archive is not edited in place, and no diff is produced for it).
+Nothing is ever interactive. :func:`apply_fixes` works on the files of an
+:class:`~lint_rules.engine.AuditResult` under a directory root; findings read from a
+wheel or an sdist are never fixed (an archive is not edited in place, and no diff is
+produced for it).
 """
 
 from __future__ import annotations
@@ -29,184 +33,101 @@ import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
 
 from .config import LintConfig
-from .rule import Finding
-from .sources import ARCHIVE_SUFFIXES
+from .engine import lint_source
+from .finding import Finding
+from .registry import ALL_RULES
+from .rule import ModuleContext, Replacement
+from .sources import is_archive
 
 if TYPE_CHECKING:
     from .engine import AuditResult
+    from .rule import LintRule
 
-FIXED_RULE = "GR001"
-SIZE_KEYWORD = "batch_size"
-OFFSETS_KEYWORD = "cum_seq_lens_q"
-
-#: Expressions that may take ``.shape`` without parentheses.
-_PRIMARY = (cst.Name, cst.Attribute, cst.Subscript, cst.Call)
+#: code -> rule, for the rules that attach fixes.
+FIXABLE_RULES: dict[str, type[LintRule]] = {rule.CODE: rule for rule in ALL_RULES if rule.FIXABLE}
 
 
-def _keyword_arg(call: cst.Call, keyword: str) -> cst.Arg | None:
-    for arg in call.args:
-        if arg.keyword is not None and arg.keyword.value == keyword:
-            return arg
-    return None
+class _Replace(cst.CSTTransformer):
+    """Puts each replacement's ``new`` node in place of its ``node`` (by identity)."""
 
-
-def _size_from_offsets(offsets: cst.BaseExpression) -> cst.BaseExpression:
-    """``offsets.shape[0] - 1``, with ``offsets`` as written (parenthesized if it must be)."""
-    base = offsets.deep_clone()
-    if not isinstance(base, _PRIMARY) and not base.lpar:
-        base = base.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
-    shape0 = cst.Subscript(
-        value=cst.Attribute(value=base, attr=cst.Name("shape")),
-        slice=[cst.SubscriptElement(slice=cst.Index(value=cst.Integer("0")))],
-    )
-    return cst.BinaryOperation(left=shape0, operator=cst.Subtract(), right=cst.Integer("1"))
-
-
-def _fixable(call: cst.Call) -> bool:
-    size, offsets = _keyword_arg(call, SIZE_KEYWORD), _keyword_arg(call, OFFSETS_KEYWORD)
-    if size is None or offsets is None:
-        return False
-    # already the fixed form: nothing to do
-    return not size.value.deep_equals(_size_from_offsets(offsets.value))
-
-
-class _Locate(cst.CSTVisitor):
-    """Calls that have an argument starting at one of the finding positions."""
-
-    METADATA_DEPENDENCIES = (PositionProvider,)
-
-    def __init__(self, positions: set[tuple[int, int]]) -> None:
+    def __init__(self, replacements: Sequence[Replacement]) -> None:
         super().__init__()
-        self.positions = positions
-        self.calls: list[cst.Call] = []
+        self.by_node = {id(r.node): r for r in replacements}
+        self.applied: set[int] = set()
+        self._inside = 0
 
-    def visit_Call(self, call: cst.Call) -> None:
-        for arg in call.args:
-            start = self.get_metadata(PositionProvider, arg).start
-            if (start.line, start.column + 1) in self.positions:
-                self.calls.append(call)
-                return
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        if id(node) in self.by_node:
+            self._inside += 1
+        return True
 
-
-class _Rewrite(cst.CSTTransformer):
-    """Replaces the ``batch_size`` value of the chosen calls; records the new call nodes."""
-
-    def __init__(self, targets: Sequence[cst.Call]) -> None:
-        super().__init__()
-        self.targets = {id(c) for c in targets}
-        self.rewritten: list[cst.Call] = []
-
-    def leave_Call(self, original: cst.Call, updated: cst.Call) -> cst.Call:
-        if id(original) not in self.targets:
+    def on_leave(self, original: cst.CSTNode, updated: cst.CSTNode):  # type: ignore[override]
+        rep = self.by_node.get(id(original))
+        if rep is None:
             return updated
-        offsets = _keyword_arg(updated, OFFSETS_KEYWORD)
-        assert offsets is not None
-        new_value = _size_from_offsets(offsets.value)
-        args = [
-            arg.with_changes(value=new_value) if arg.keyword is not None and arg.keyword.value == SIZE_KEYWORD else arg
-            for arg in updated.args
-        ]
-        fixed = updated.with_changes(args=args)
-        self.rewritten.append(fixed)
-        return fixed
+        self._inside -= 1
+        if self._inside:  # nested inside another replacement: that one wins
+            return updated
+        self.applied.add(id(original))
+        return rep.new
 
 
-def _gr001_positions_in(source: str, module: cst.Module, calls: Sequence[cst.Call], config: LintConfig) -> list[bool]:
-    """For each of ``calls`` (nodes of ``module``, the parse of ``source``): does a GR001
-    finding of the re-linted source still fall inside it?"""
-    from .engine import lint_source  # late: engine imports the rules
-    from .registry import find_rule
-
-    findings, _, _ = lint_source("<fixed>", source, [find_rule(FIXED_RULE)], config)
-    spots = {(f.line, f.col) for f in findings if f.rule == FIXED_RULE}
+def _still_flagged(
+    code: str, module: cst.Module, fixes: Sequence[tuple[str, Replacement]], config: LintConfig
+) -> list[bool]:
+    """For each fix applied in ``module`` (whose text is ``code``): does a finding of its
+    rule in the re-linted source still fall inside its new node?"""
+    rules = [FIXABLE_RULES[c] for c in sorted({rule for rule, _ in fixes})]
+    findings, _, _ = lint_source("<fixed>", code, rules, config)
     layout = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
     still: list[bool] = []
-    for call in calls:
-        rng = layout[call]
-        still.append(
-            any(
-                (rng.start.line, rng.start.column + 1) <= spot <= (rng.end.line, rng.end.column + 1)
-                for spot in spots
-            )
-        )
+    for rule, rep in fixes:
+        rng = layout[rep.new]
+        start, end = (rng.start.line, rng.start.column + 1), (rng.end.line, rng.end.column + 1)
+        still.append(any(f.rule == rule and start <= (f.line, f.col) <= end for f in findings))
     return still
 
 
 def fix_source(source: str, findings: Iterable[Finding], config: LintConfig | None = None) -> str:
-    """The source with GR001's ``batch_size`` fixed at the flagged calls; unchanged if none.
+    """The source with the rules' fixes applied at ``findings``; unchanged if none applies.
 
-    ``findings`` are this file's findings (other rules are ignored). A call is fixed when
-    one of its arguments is where a GR001 finding points, it passes both ``batch_size=``
-    and ``cum_seq_lens_q=``, and after the edit GR001 no longer flags it.
+    ``findings`` are this file's findings (of any rule; only fixable rules' count).
     """
     config = config or LintConfig()
-    positions = {(f.line, f.col) for f in findings if f.rule == FIXED_RULE}
-    if not positions:
+    wanted = {(f.rule, f.line, f.col) for f in findings if f.rule in FIXABLE_RULES}
+    if not wanted:
         return source
     try:
         module = cst.parse_module(source)
     except Exception:  # the audit already reported the parse error
         return source
-    locate = _Locate(positions)
-    MetadataWrapper(module, unsafe_skip_copy=True).visit(locate)
-    targets = [c for c in locate.calls if _fixable(c)]
-    # Keep only fixes that clear the call; dropping one never changes another's verdict
-    # by more than its own argument, so at most len(targets) rounds, usually one.
-    while targets:
-        rewrite = _Rewrite(targets)
-        fixed_module = module.visit(rewrite)
-        by_original = dict(zip((id(c) for c in _in_source_order(module, targets)), rewrite.rewritten))
-        fixed_code = fixed_module.code
+    ctx = ModuleContext("<fix>", module, config, source)
+    for code in sorted({rule for rule, _, _ in wanted}):
         try:
-            reparsed = cst.parse_module(fixed_code)
-        except Exception:  # pragma: no cover - the edit always yields valid syntax
+            list(FIXABLE_RULES[code](config).check(ctx))
+        except Exception:  # the audit already reported the rule's error
             return source
-        new_calls = _matching_calls(reparsed, [by_original[id(c)] for c in targets])
-        still = _gr001_positions_in(fixed_code, reparsed, new_calls, config)
+    fixes: list[tuple[str, Replacement]] = []
+    seen: set[int] = set()
+    for finding, rep in ctx.replacements.items():
+        if (finding.rule, finding.line, finding.col) in wanted and id(rep.node) not in seen:
+            seen.add(id(rep.node))
+            fixes.append((finding.rule, rep))
+    while fixes:
+        transform = _Replace([rep for _, rep in fixes])
+        fixed = module.visit(transform)
+        fixes = [(rule, rep) for rule, rep in fixes if id(rep.node) in transform.applied]
+        if not fixes:
+            break
+        still = _still_flagged(fixed.code, fixed, fixes, config)
         if not any(still):
-            return fixed_code
-        targets = [c for c, bad in zip(targets, still) if not bad]
+            return fixed.code
+        fixes = [fix for fix, bad in zip(fixes, still) if not bad]
     return source
 
 
-def _in_source_order(module: cst.Module, calls: Sequence[cst.Call]) -> list[cst.Call]:
-    """``calls`` in the order a transformer leaves them (post-order: inner calls first)."""
-    wanted = {id(c) for c in calls}
-    order: list[cst.Call] = []
-
-    class _Order(cst.CSTVisitor):
-        def leave_Call(self, call: cst.Call) -> None:
-            if id(call) in wanted:
-                order.append(call)
-
-    module.visit(_Order())
-    return order
-
-
-def _matching_calls(module: cst.Module, rewritten: Sequence[cst.Call]) -> list[cst.Call]:
-    """The nodes of a re-parsed module equal to each rewritten call (same order)."""
-    found: list[cst.Call] = []
-    remaining = list(rewritten)
-
-    class _Find(cst.CSTVisitor):
-        def leave_Call(self, call: cst.Call) -> None:
-            if remaining and call.deep_equals(remaining[0]):
-                found.append(call)
-                remaining.pop(0)
-
-    # the transformer recorded calls in post-order; walk the re-parse in post-order too
-    module.visit(_Find())
-    if remaining:  # pragma: no cover - a re-parse of the same code has the same nodes
-        raise RuntimeError("autofix: a fixed call is missing from the re-parsed source")
-    return found
-
-
-def _is_archive(root: Path) -> bool:
-    return root.is_file() and root.name.endswith(ARCHIVE_SUFFIXES)
-
-
 def apply_fixes(result: "AuditResult", root: Path, write: bool, config: LintConfig | None = None) -> list[str]:
-    """Fix GR001 findings of ``result`` in the files under ``root``; one unified diff per
+    """Fix the findings of ``result`` in the files under ``root``; one unified diff per
     changed file (``a/PATH`` / ``b/PATH``, paths relative to ``root`` as in the findings).
 
     Files are rewritten only when ``write`` is true (bytes as read, line endings kept).
@@ -214,16 +135,16 @@ def apply_fixes(result: "AuditResult", root: Path, write: bool, config: LintConf
     whose file no longer exists are skipped.
     """
     root = Path(root)
-    if _is_archive(root):
+    if root.is_file() and is_archive(root):
         return []
     by_path: dict[str, list[Finding]] = defaultdict(list)
     for f in result.findings:
-        if f.rule == FIXED_RULE:
+        if f.rule in FIXABLE_RULES:
             by_path[f.path].append(f)
     diffs: list[str] = []
     for rel, findings in sorted(by_path.items()):
         file = root / rel
-        if not file.is_file() or file.name.endswith(ARCHIVE_SUFFIXES):
+        if not file.is_file() or is_archive(file):
             continue
         data = file.read_bytes()
         try:
@@ -248,4 +169,4 @@ def apply_fixes(result: "AuditResult", root: Path, write: bool, config: LintConf
     return diffs
 
 
-__all__ = ["apply_fixes", "fix_source"]
+__all__ = ["FIXABLE_RULES", "apply_fixes", "fix_source"]

@@ -79,21 +79,3 @@ def iter_methods(cls: cst.ClassDef) -> Iterator[cst.FunctionDef]:
         for stmt in body.body:
             if isinstance(stmt, cst.FunctionDef):
                 yield stmt
-
-
-def param_names(fn: cst.FunctionDef) -> list[cst.Param]:
-    p = fn.params
-    return [*p.posonly_params, *p.params, *p.kwonly_params]
-
-
-def annotation_name(param: cst.Param) -> str | None:
-    if param.annotation is None:
-        return None
-    ann = param.annotation.annotation
-    if isinstance(ann, cst.SimpleString):  # "ForwardBatch"
-        return ann.value.strip("\"'").split(".")[-1]
-    if isinstance(ann, cst.Name):
-        return ann.value
-    if isinstance(ann, cst.Attribute):
-        return ann.attr.value
-    return None

@@ -1,16 +1,28 @@
-"""Lint configuration: which calls are FMHA kernels, which methods run at forward time.
+"""Lint configuration: the names the rules reason about, and which rules run.
 
-Defaults cover SGLang's and vLLM's FlashInfer / FlashAttention / FlashMLA entry points.
-A project extends them in ``setup.cfg`` (``[fmha-guard]``) or ``pyproject.toml``
-(``[tool.fmha-guard]``)::
+One list of ``fnmatch`` patterns per concept, each a :class:`LintConfig` field with a
+default here, each extended by its own ``extra-*`` key in ``setup.cfg``
+(``[fmha-guard]``) or ``pyproject.toml`` (``[tool.fmha-guard]``):
+
+- ``extra-kernel-calls``: FMHA kernel entry points (GR001);
+- ``extra-ignored-kernel-args``: kernel keywords that carry no batch extent (GR001);
+- ``extra-replan-calls``: calls that re-plan the metadata (GR001);
+- ``extra-forward-methods``: per-layer forward-time methods (GR001, GR003, GR004);
+- ``extra-planning-methods``: metadata planners, never forward-time (GR001, GR003, GR004);
+- ``extra-decode-kernels``: kernels that assume one uniform ``q_len_per_req`` (GR003, GR004);
+- ``extra-pool-attributes``: the model runner's swappable KV pool (GR002, GR102);
+- ``extra-swap-points``: ``self.<pool> = model_runner.<pool>`` aliases kept current (GR002);
+- ``extra-immutable-pool-facts``: pool facts a swap never changes (GR002);
+- ``extra-swap-aware-markers``: names that show a resolver handles the swap (GR002, GR102).
+
+::
 
     [fmha-guard]
     extra-kernel-calls = my_paged_attention, _launch_*
     extra-forward-methods = run_attention
     extra-immutable-pool-facts = kv_cache_dim
 
-Every name list accepts ``fnmatch`` patterns (``_run_*_kernel``). Rule selection lives
-in the same section::
+Rule selection lives in the same section::
 
     [fmha-guard]
     select = GR001, GR002, GR101
@@ -25,7 +37,7 @@ relative to the audited root (a glob without ``/`` also matches the file name al
 to codes. In ``pyproject.toml`` it is a table: ``per-path-ignores = {"tests/*" = ["GR001"]}``.
 Any other key is a :class:`ConfigError`.
 
-Pydantic is not imported here: a fully cached audit must start fast.
+Neither libcst nor pydantic is imported here: a fully cached audit must start fast.
 """
 
 from __future__ import annotations
@@ -33,6 +45,7 @@ from __future__ import annotations
 import configparser
 import fnmatch
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from functools import cached_property
 from pathlib import Path
@@ -100,13 +113,28 @@ DEFAULT_IGNORED_KERNEL_ARGS: tuple[str, ...] = ("*scale*", "enable_*", "use_*", 
 #: Methods of an attention backend that run once per layer at forward time.
 DEFAULT_FORWARD_METHODS: tuple[str, ...] = ("forward", "forward_*", "_forward_*")
 
-#: Methods that plan metadata (they run before DP padding is final, or own the
-#: CUDA-graph buffers); a batch size read there is the planner's business.
+#: Methods that plan metadata: the eager planner, CUDA-graph capture / replay, and the
+#: ``_build_*`` / ``_apply_*`` bodies they share. They run before DP padding is final or
+#: own the CUDA-graph buffers, so a batch size read there is the planner's business
+#: (GR001); a draft-extend branch there builds metadata for that mode (GR003).
 DEFAULT_PLANNING_METHODS: tuple[str, ...] = (
     "init_forward_metadata*",
     "*cuda_graph*",
     "*_metadata",
     "*_metadata_*",
+    "_apply_*",
+    "_build_*",
+)
+
+#: Kernels that assume one uniform ``q_len_per_req`` for every request of the batch (GR003).
+DEFAULT_DECODE_KERNELS: tuple[str, ...] = (
+    "trtllm_batch_decode_with_kv_cache",
+    "trtllm_batch_decode_with_kv_cache_mla",
+    "xqa",
+    "xqa_*",
+    "cutlass_mla_decode",
+    "_run_fixed_q_len_decode",
+    "*_fixed_q_len_*",
 )
 
 #: Attributes of the model runner that name the KV pool a draft worker may swap.
@@ -143,17 +171,37 @@ DEFAULT_IMMUTABLE_POOL_FACTS: tuple[str, ...] = (
 )
 
 
-def _matches(name: str, patterns: tuple[str, ...]) -> bool:
+def matches(name: str, patterns: tuple[str, ...]) -> bool:
+    """Whether ``name`` matches one of the ``fnmatch`` ``patterns`` (case-sensitive)."""
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def normalize_code(key: str) -> str:
+    """A rule key as the registry spells it: ``gr001`` -> ``GR001``; a name stays as given."""
+    return key.upper() if key[:2].upper() == "GR" and key[2:].isdigit() else key
+
+
+class _NameTest:
+    """A method ``config.is_<concept>(name)``: does ``name`` match the field's patterns?"""
+
+    def __init__(self, field: str) -> None:
+        self.field = field
+
+    def __get__(self, config: "LintConfig | None", owner: type) -> "Callable[[str], bool]":
+        if config is None:
+            return self  # type: ignore[return-value]
+        patterns = getattr(config, self.field)
+        return lambda name: matches(name, patterns)
 
 
 @dataclass(frozen=True)
 class LintConfig:
     """Names the rules reason about (tuples of fnmatch patterns), and rule selection.
 
-    ``select`` / ``ignore``: rule codes or names from the config file (``None``: not
-    set); ``per_path_ignores``: ``(glob, codes)`` pairs. The engine applies those; the
-    rules read only the name lists.
+    One field per concept; the config file extends each with ``extra-<field>`` (dashes
+    for underscores: ``extra-decode-kernels``). ``select`` / ``ignore``: rule codes or
+    names from the config file (``None``: not set); ``per_path_ignores``: ``(glob,
+    codes)`` pairs. The engine applies those; the rules read only the name lists.
     """
 
     kernel_calls: tuple[str, ...] = DEFAULT_KERNEL_CALLS
@@ -162,12 +210,23 @@ class LintConfig:
     swap_aware_markers: tuple[str, ...] = DEFAULT_SWAP_AWARE_MARKERS
     forward_methods: tuple[str, ...] = DEFAULT_FORWARD_METHODS
     planning_methods: tuple[str, ...] = DEFAULT_PLANNING_METHODS
+    decode_kernels: tuple[str, ...] = DEFAULT_DECODE_KERNELS
     pool_attributes: tuple[str, ...] = DEFAULT_POOL_ATTRIBUTES
     swap_points: tuple[str, ...] = DEFAULT_SWAP_POINTS
     immutable_pool_facts: tuple[str, ...] = DEFAULT_IMMUTABLE_POOL_FACTS
     select: tuple[str, ...] | None = None
     ignore: tuple[str, ...] | None = None
     per_path_ignores: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    is_kernel_call = _NameTest("kernel_calls")
+    is_ignored_kernel_arg = _NameTest("ignored_kernel_args")
+    is_replan_call = _NameTest("replan_calls")
+    is_swap_aware_marker = _NameTest("swap_aware_markers")
+    is_planning_method = _NameTest("planning_methods")
+    is_decode_kernel = _NameTest("decode_kernels")
+    is_pool_attribute = _NameTest("pool_attributes")
+    is_swap_point = _NameTest("swap_points")
+    is_immutable_pool_fact = _NameTest("immutable_pool_facts")
 
     def __post_init__(self) -> None:
         for f in fields(self):  # lists from callers become tuples (hashable, picklable)
@@ -190,30 +249,9 @@ class LintConfig:
         """A stable text of every field (the result cache's key)."""
         return repr(tuple((f.name, getattr(self, f.name)) for f in fields(self)))
 
-    def is_kernel_call(self, name: str) -> bool:
-        return _matches(name, self.kernel_calls)
-
-    def is_replan_call(self, name: str) -> bool:
-        return _matches(name, self.replan_calls)
-
-    def is_swap_aware_marker(self, name: str) -> bool:
-        return _matches(name, self.swap_aware_markers)
-
-    def is_ignored_kernel_arg(self, keyword: str) -> bool:
-        return _matches(keyword, self.ignored_kernel_args)
-
     def is_forward_method(self, name: str) -> bool:
         """True for a per-layer forward-time method that is not a metadata planner."""
-        return _matches(name, self.forward_methods) and not _matches(name, self.planning_methods)
-
-    def is_pool_attribute(self, name: str) -> bool:
-        return _matches(name, self.pool_attributes)
-
-    def is_swap_point(self, name: str) -> bool:
-        return _matches(name, self.swap_points)
-
-    def is_immutable_pool_fact(self, name: str) -> bool:
-        return _matches(name, self.immutable_pool_facts)
+        return matches(name, self.forward_methods) and not matches(name, self.planning_methods)
 
     @cached_property
     def pool_words(self) -> tuple[str, ...]:
@@ -228,16 +266,12 @@ class LintConfig:
         return cls(**values)
 
 
+_SELECTION_KEYS = ("select", "ignore", "per-path-ignores")
+#: ``extra-kernel-calls`` -> ``kernel_calls``: one key per name-list field.
 _KEYS = {
-    "extra-kernel-calls": "kernel_calls",
-    "extra-ignored-kernel-args": "ignored_kernel_args",
-    "extra-replan-calls": "replan_calls",
-    "extra-swap-aware-markers": "swap_aware_markers",
-    "extra-forward-methods": "forward_methods",
-    "extra-planning-methods": "planning_methods",
-    "extra-pool-attributes": "pool_attributes",
-    "extra-swap-points": "swap_points",
-    "extra-immutable-pool-facts": "immutable_pool_facts",
+    f"extra-{f.name.replace('_', '-')}": f.name
+    for f in fields(LintConfig)
+    if f.name.replace("_", "-") not in _SELECTION_KEYS
 }
 
 
@@ -253,15 +287,12 @@ def _split(value: object) -> list[str]:
     raise ConfigError(f"expected a list of names, got {value!r}")
 
 
-_SELECTION_KEYS = ("select", "ignore", "per-path-ignores")
-
-
 def _codes(value: object, origin: str, key: str) -> tuple[str, ...]:
     try:
         names = _split(value)
     except ConfigError as exc:
         raise ConfigError(f"{origin}: {key}: {exc}") from None
-    return tuple(n.upper() if n[:2].upper() == "GR" and n[2:].isdigit() else n for n in names)
+    return tuple(normalize_code(n) for n in names)
 
 
 def _per_path(value: object, origin: str) -> tuple[tuple[str, tuple[str, ...]], ...]:

@@ -16,6 +16,8 @@ from typing import Literal
 
 import libcst as cst
 
+from .cst_analysis import target_names
+
 
 @dataclass(frozen=True)
 class FlowState:
@@ -85,17 +87,6 @@ def tainted_parts(expr: cst.CSTNode, state: FlowState, classify: Classifier) -> 
     walk = _TaintedParts(state, classify)
     expr.visit(walk)
     return walk.hits
-
-
-def target_names(target: cst.BaseExpression) -> list[str]:
-    """Local names bound by an assignment target (tuples and starred unpacked)."""
-    if isinstance(target, cst.Name):
-        return [target.value]
-    if isinstance(target, (cst.Tuple, cst.List)):
-        return [n for el in target.elements for n in target_names(el.value)]
-    if isinstance(target, cst.StarredElement):
-        return target_names(target.value)
-    return []
 
 
 #: Called for each simple statement and each compound statement's header expression,

@@ -21,7 +21,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .config import LintConfig
+from .config import LintConfig, normalize_code
 from .finding import FileError, Finding
 from .result_cache import ResultCache, content_hash, context_key
 from .sources import SourceFile, SourceText, decode, iter_source_files
@@ -63,10 +63,6 @@ class AuditResult:
         }
 
 
-def _norm(key: str) -> str:
-    return key.upper() if key[:2].upper() == "GR" and key[2:].isdigit() else key
-
-
 class RuleSelection:
     """``select`` / ``ignore`` (codes or names), resolved to rule classes only when needed.
 
@@ -75,8 +71,8 @@ class RuleSelection:
     """
 
     def __init__(self, select: Sequence[str] | None = None, ignore: Sequence[str] | None = None) -> None:
-        self.select = tuple(_norm(s) for s in select) if select else None
-        self.ignore = tuple(_norm(s) for s in ignore) if ignore else ()
+        self.select = tuple(normalize_code(s) for s in select) if select else None
+        self.ignore = tuple(normalize_code(s) for s in ignore) if ignore else ()
         ignored = set(self.ignore)
         self.pseudo = frozenset(c for c, r in PSEUDO_RULES.items() if c not in ignored and r.NAME not in ignored)
         self._given: list[type[LintRule]] | None = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import libcst as cst
 
-from .backend_scope import annotation_name, param_names
+from .cst_analysis import annotation_name, param_names
 
 FORWARD_BATCH_NAMES = ("forward_batch",)
 FORWARD_BATCH_TYPES = ("ForwardBatch",)

@@ -2,54 +2,89 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterable
 
 import libcst as cst
 
 from .backend_scope import iter_backend_classes, iter_methods
 from .dataflow import FlowState, FlowWalker, tainted_parts
-from .kv_pool_facts import (
-    assignment_parts,
-    is_plain_alias,
-    make_classifier,
-    pool_reading_helpers,
-    source_text,
-)
-from .rule import Finding, Invalid, LintRule, ModuleContext, Valid
+from .kv_pool_facts import assignment_parts, is_plain_alias, make_classifier, pool_reading_helpers
+from .rule import Finding, LintRule, ModuleContext
+from .rule_info import Invalid, Valid
+
+#: A backend whose ``__init__`` stores ``self._swa_kv_pool`` from a ``self`` resolver;
+#: ``{resolver}`` is the resolver's body.
+_RESOLVED_IN_INIT = """
+class {backend}(AttentionBackend):
+    def __init__(self, model_runner):
+        self._swa_kv_pool = self._resolve_swa_kv_pool(model_runner)
+
+    @staticmethod
+    def _resolve_swa_kv_pool(model_runner):
+{resolver}
+"""
+
+
+def _resolved_in_init(backend: str, resolver: str) -> str:
+    """:data:`_RESOLVED_IN_INIT` for class ``backend`` with ``resolver`` (any indentation)."""
+    body = textwrap.indent(textwrap.dedent(resolver).strip("\n"), " " * 8)
+    return _RESOLVED_IN_INIT.replace("{backend}", backend).replace("{resolver}", body)
 
 
 class StaleKvPoolState(LintRule):
-    """``__init__`` caches a fact of ``model_runner.token_to_kv_pool`` that a pool swap changes.
+    """`__init__` caches a fact of `model_runner.token_to_kv_pool` that a pool swap changes.
 
-    What it does:
-        In an attention backend's ``__init__``, flags a ``self.*`` attribute assigned a
-        value derived from ``model_runner.token_to_kv_pool``: an ``isinstance`` test of
-        it, the pool bound under another attribute name, a wrapper or translator built
-        from it, a local alias of it, or the result of a ``self`` helper that reads it.
-        The plain alias ``self.token_to_kv_pool = model_runner.token_to_kv_pool`` is the
-        engine's swap point and is not flagged; immutable facts (dtype, head counts,
-        head dims, page size; configurable) are not flagged.
+    ## What it does
+    In an attention backend's `__init__`, flags a `self.*` attribute assigned a value
+    derived from `model_runner.token_to_kv_pool`: an `isinstance` test of it, the pool
+    bound under another attribute name, a wrapper or translator built from it, a local
+    alias of it, or the result of a `self` helper that reads it. The plain alias
+    `self.token_to_kv_pool = model_runner.token_to_kv_pool` is the engine's swap point
+    and is not flagged; immutable facts (dtype, head counts, head dims, page size) are
+    not flagged; a resolver that also consults the draft worker's swap
+    (`is_frozen_kv_mtp`, `token_to_kv_pool_allocator`) is trusted.
 
-    Why is this bad?
-        The backend is built once, but the pool it was built against is not forever:
-        SGLang's draft worker (FROZEN_KV MTP) swaps ``token_to_kv_pool`` for the
-        target's pool after construction. A cached ``isinstance(pool, SWAKVPool)`` or
-        a cached SWA translator then describes the wrong pool, and SWA page ids run
-        past the pool the kernel reads (SGLang #26966).
+    ## Why is this bad?
+    The backend is built once, but the pool it was built against is not forever:
+    SGLang's draft worker (FROZEN_KV MTP) swaps `token_to_kv_pool` for the target's
+    pool after construction. A cached `isinstance(pool, SWAKVPool)` or a cached SWA
+    translator then describes the wrong pool, and SWA page ids run past the pool the
+    kernel reads (SGLang #26966).
 
-    Example:
-        def __init__(self, model_runner):
-            self.use_sliding_window_kv_pool = isinstance(
-                model_runner.token_to_kv_pool, SWAKVPool)
+    ## Known problems
+    Only `__init__` is checked, and `self` helpers one level deep; state cached by
+    another one-time setup method, or built outside the class, is not seen. Whether a
+    fact is immutable is decided by its name (`extra-immutable-pool-facts`).
 
-    Use instead:
-        Keep only the swap point and decide at forward time::
+    ## Example
+    ```python
+    def __init__(self, model_runner):
+        self.use_sliding_window_kv_pool = isinstance(model_runner.token_to_kv_pool, SWAKVPool)
+    ```
 
-            self.token_to_kv_pool = model_runner.token_to_kv_pool
-            ...
-            def _swa_pool(self, forward_batch):
-                pool = forward_batch.token_to_kv_pool
-                return pool if isinstance(pool, SWAKVPool) else None
+    ## Use instead
+    Keep only the swap point and decide at forward time:
+    ```python
+    def __init__(self, model_runner):
+        self.token_to_kv_pool = model_runner.token_to_kv_pool
+
+    def _swa_pool(self, forward_batch):
+        pool = forward_batch.token_to_kv_pool
+        return pool if isinstance(pool, SWAKVPool) else None
+    ```
+
+    ## Options
+    - `extra-pool-attributes`: more model-runner attributes that name the swappable pool.
+    - `extra-swap-points`: more `self.<name> = model_runner.<name>` aliases kept current.
+    - `extra-immutable-pool-facts`: more pool facts that a swap never changes.
+    - `extra-swap-aware-markers`: more names that show a resolver handles the swap.
+
+    ## References
+    - [SGLang #26966](https://github.com/sgl-project/sglang/pull/26966): the SWA pool is
+      decided from the live pool, not cached in `__init__`.
+    - [SGLang #27491](https://github.com/sgl-project/sglang/pull/27491): a resolver that
+      handles the draft worker's swap.
     """
 
     CODE = "GR002"
@@ -81,21 +116,18 @@ class StaleKvPoolState(LintRule):
             """
         ),
         Valid(  # a resolver that handles the draft worker's swap (SGLang #27491)
-            """
-            class TRTLLMHAAttnBackend(AttentionBackend):
-                def __init__(self, model_runner):
-                    self._swa_kv_pool = self._resolve_swa_kv_pool(model_runner)
-
-                @staticmethod
-                def _resolve_swa_kv_pool(model_runner):
-                    active_pool = model_runner.token_to_kv_pool
-                    if isinstance(active_pool, SWAKVPool):
-                        return active_pool
-                    if model_runner.is_draft_worker and not model_runner.spec_algorithm.is_frozen_kv_mtp():
-                        return None
-                    kvcache = model_runner.token_to_kv_pool_allocator.get_kvcache()
-                    return kvcache if isinstance(kvcache, SWAKVPool) else None
-            """
+            _resolved_in_init(
+                "TRTLLMHAAttnBackend",
+                """
+                active_pool = model_runner.token_to_kv_pool
+                if isinstance(active_pool, SWAKVPool):
+                    return active_pool
+                if model_runner.is_draft_worker and not model_runner.spec_algorithm.is_frozen_kv_mtp():
+                    return None
+                kvcache = model_runner.token_to_kv_pool_allocator.get_kvcache()
+                return kvcache if isinstance(kvcache, SWAKVPool) else None
+                """,
+            )
         ),
         Valid(  # not in __init__
             """
@@ -135,16 +167,13 @@ class StaleKvPoolState(LintRule):
             line=4,
         ),
         Invalid(  # through a helper that reads the pool
-            """
-            class FooBackend(AttentionBackend):
-                def __init__(self, model_runner):
-                    self._swa_kv_pool = self._resolve_swa_kv_pool(model_runner)
-
-                @staticmethod
-                def _resolve_swa_kv_pool(model_runner):
-                    pool = model_runner.token_to_kv_pool
-                    return pool if isinstance(pool, SWAKVPool) else None
-            """,
+            _resolved_in_init(
+                "FooBackend",
+                """
+                pool = model_runner.token_to_kv_pool
+                return pool if isinstance(pool, SWAKVPool) else None
+                """,
+            ),
             line=3,
         ),
     ]
@@ -162,7 +191,6 @@ class StaleKvPoolState(LintRule):
 
     def _check_init(self, ctx: ModuleContext, cls: cst.ClassDef, init: cst.FunctionDef) -> list[Finding]:
         findings: list[Finding] = []
-        symbol = f"{cls.name.value}.__init__"
         classify = make_classifier(
             self.config, pool_reading_helpers(cls, self.config), sanitize=not self.STRICT
         )
@@ -180,17 +208,12 @@ class StaleKvPoolState(LintRule):
             ]
             if flagged:
                 names = ", ".join(f"`self.{t.attr.value}`" for t in flagged)
-                findings.append(
-                    self.finding(
-                        ctx,
-                        flagged[0],
-                        init,
-                        symbol,
-                        f"{names} derived from `{source_text(sources, ctx.module)}`; a draft "
-                        "worker can swap the pool after construction. Decide it at forward "
-                        "time from `forward_batch.token_to_kv_pool`.",
-                    )
+                detail = (
+                    f"{names} derived from `{ctx.code(sources[0])}`; a draft worker can swap "
+                    "the pool after construction. Decide it at forward time from "
+                    "`forward_batch.token_to_kv_pool`."
                 )
+                findings.append(self.finding(ctx, flagged[0], init, detail))
 
         FlowWalker(classify, on_statement).run(init.body.body, FlowState())
         return findings

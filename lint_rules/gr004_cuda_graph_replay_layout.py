@@ -2,24 +2,49 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import libcst as cst
 
-from .backend_scope import iter_backend_classes, iter_methods, param_names
-from .dataflow import target_names
-from .graph_metadata_names import (
-    CAPTURE_METHODS,
-    IN_CAPTURE_FLAGS,
-    OUT_GRAPH_METHODS,
-    REPLAY_METHODS,
-    matches,
-    mode_predicates,
-)
-from .rule import Finding, Invalid, LintRule, ModuleContext, Valid, callee_name, iter_calls
+from .backend_scope import iter_backend_classes, iter_methods
+from .config import matches
+from .cst_analysis import callee_name, iter_calls, param_names, self_attribute, self_method, target_names
+from .draft_extend_routing import routes_draft_extend
+from .forward_mode_predicates import mode_predicates
+from .rule import Finding, LintRule, ModuleContext
+from .rule_info import Invalid, Valid
 
 CAPTURE, REPLAY = "capture", "replay"
+
+#: SGLang's TRTLLMMLABackend (0.5.9 / 0.5.10): draft extend captured with a uniform
+#: stride and routed to the MLA decode kernel; ``{replay}`` is the replay-time draft-extend body.
+_TRTLLM_MLA = """
+class TRTLLMMLABackend(FlashInferMLAAttnBackend):
+    def init_forward_metadata_capture_cuda_graph(self, bs, num_tokens, req_pool_indices, seq_lens, encoder_lens, forward_mode, spec_info):
+        metadata = TRTLLMMLADecodeMetadata()
+        if forward_mode.is_draft_extend(include_v2=True):
+            num_tokens_per_bs = num_tokens // bs
+            metadata.max_seq_len_q = num_tokens_per_bs
+            metadata.cu_seqlens_q = torch.arange(0, bs * num_tokens_per_bs + 1, num_tokens_per_bs)
+        self.decode_cuda_graph_metadata[bs] = metadata
+
+    def init_forward_metadata_replay_cuda_graph(self, bs, req_pool_indices, seq_lens, seq_lens_sum, encoder_lens, forward_mode, spec_info, seq_lens_cpu):
+        metadata = self.decode_cuda_graph_metadata[bs]
+        if forward_mode.is_draft_extend(include_v2=True):
+{replay}
+
+    def forward_extend(self, q, k, v, layer, forward_batch):
+        if forward_batch.forward_mode.is_draft_extend(include_v2=True):
+            return flashinfer.decode.trtllm_batch_decode_with_kv_cache_mla(query=q)
+        return trtllm_ragged_attention_deepseek(query=q)
+"""
+
+
+def _trtllm_mla_replaying(body: str) -> str:
+    """:data:`_TRTLLM_MLA` with ``body`` (any indentation) as its replay-time draft-extend body."""
+    return _TRTLLM_MLA.replace("{replay}", textwrap.indent(textwrap.dedent(body).strip("\n"), " " * 12))
 
 
 @dataclass(frozen=True)
@@ -41,44 +66,71 @@ class _Write:
 class CudaGraphReplayLayout(LintRule):
     """CUDA-graph replay writes metadata the captured graph does not read that way.
 
-    What it does:
-        Compares what an attention backend's CUDA-graph metadata code writes on the
-        capture path with what it writes on the replay path, per forward mode. Both
-        SGLang APIs: the legacy pair ``init_forward_metadata_capture_cuda_graph`` /
-        ``init_forward_metadata_replay_cuda_graph``, and
-        ``init_forward_metadata_out_graph(forward_batch, in_capture)`` whose
-        ``if in_capture:`` / ``else:`` arms are the two paths (``self`` helpers such as
-        ``_apply_*`` are followed two levels; code outside the arms runs on both).
-        It reports, on the replay side:
+    ## What it does
+    Compares what an attention backend's CUDA-graph metadata code writes on the capture
+    path with what it writes on the replay path, per forward mode. Both SGLang APIs:
+    the legacy pair `init_forward_metadata_capture_cuda_graph` /
+    `init_forward_metadata_replay_cuda_graph`, and
+    `init_forward_metadata_out_graph(forward_batch, in_capture)` whose
+    `if in_capture:` / `else:` arms are the two paths (`self` helpers such as
+    `_apply_*` are followed two levels; code outside the arms runs on both). It
+    reports, on the replay side:
 
-        * a metadata tensor filled with a different layout than at capture: a uniform
-          stride (``torch.arange(0, n, step)``, ``torch.full``, ``fill_``) on one path, a
-          data-dependent ``torch.cumsum`` on the other;
-        * a scalar the graph bakes in at capture (``max_seq_len_q``, ``sum_seq_lens_q``,
-          ...) rebound at replay from per-step data (``spec_info``, accept lengths,
-          ``seq_lens_cpu``, ``.item()``);
-        * a metadata field rebound at replay that the capture path never sets: the
-          captured kernels never read it.
+    - a metadata tensor filled with a different layout than at capture: a uniform
+      stride (`torch.arange(0, n, step)`, `torch.full`, `fill_`) on one path, a
+      data-dependent `torch.cumsum` on the other;
+    - a scalar the graph bakes in at capture (`max_seq_len_q`, `sum_seq_lens_q`, ...)
+      rebound at replay from per-step data (`spec_info`, accept lengths,
+      `seq_lens_cpu`, `.item()`);
+    - a metadata field rebound at replay that the capture path never sets: the
+      captured kernels never read it.
 
-    Why is this bad?
-        A replayed graph re-runs the captured kernels with the captured pointers and
-        Python scalars. If capture laid ``cu_seqlens_q`` out with a uniform stride and
-        baked ``max_seq_len_q = num_draft_tokens``, a replay that fills it from
-        ``cumsum(accept_length + 1)`` gives the kernel offsets that disagree with the
-        baked ``q_len``: rows of one request are read as another's (SGLang #21987,
-        trtllm_mla draft extend; same root cause as #19807).
+    Draft-extend writes are judged only in a class that routes draft extend to a
+    fixed-`q_len` decode kernel (GR003's analysis): a varlen kernel reads `cu_seqlens_q`
+    from device memory and takes the baked `max_seq_len_q` as an upper bound.
 
-    Example:
-        def init_forward_metadata_capture_cuda_graph(self, bs, num_tokens, ...):
-            metadata.cu_seqlens_q = torch.arange(0, bs * n + 1, n, dtype=torch.int32)
-        def init_forward_metadata_replay_cuda_graph(self, bs, ..., spec_info, ...):
-            metadata.max_seq_len_q = max(spec_info.accept_length_cpu[:bs]) + 1
-            metadata.cu_seqlens_q[1:].copy_(torch.cumsum(accept_length + 1, dim=0))
+    ## Why is this bad?
+    A replayed graph re-runs the captured kernels with the captured pointers and Python
+    scalars. If capture laid `cu_seqlens_q` out with a uniform stride and baked
+    `max_seq_len_q = num_draft_tokens`, a replay that fills it from
+    `cumsum(accept_length + 1)` gives the kernel offsets that disagree with the baked
+    `q_len`: rows of one request are read as another's (SGLang #21987, trtllm_mla draft
+    extend; same root cause as #19807).
 
-    Use instead:
-        Replay with the capture layout: ``metadata.cu_seqlens_q[: bs + 1].copy_(
-        torch.arange(0, bs * n + 1, step=n))`` and ``max_seq_len_q = n``, both from the
-        fixed ``num_draft_tokens``.
+    ## Known problems
+    The paths are found by method name (the two SGLang APIs) and `if in_capture:`-style
+    flags; helpers are followed two levels. Layouts are recognized only as `arange`
+    with a step, `full` / `fill_`, or `cumsum`; a layout computed elsewhere is unknown
+    and never compared.
+
+    ## Example
+    ```python
+    def init_forward_metadata_capture_cuda_graph(self, bs, num_tokens, ...):
+        metadata.cu_seqlens_q = torch.arange(0, bs * n + 1, n, dtype=torch.int32)
+
+    def init_forward_metadata_replay_cuda_graph(self, bs, ..., spec_info, ...):
+        metadata.max_seq_len_q = max(spec_info.accept_length_cpu[:bs]) + 1
+        metadata.cu_seqlens_q[1:].copy_(torch.cumsum(accept_length + 1, dim=0))
+    ```
+
+    ## Use instead
+    Replay with the capture layout, both from the fixed `num_draft_tokens`:
+    ```python
+    def init_forward_metadata_replay_cuda_graph(self, bs, ..., spec_info, ...):
+        n = self.num_draft_tokens
+        metadata.max_seq_len_q = n
+        metadata.cu_seqlens_q[: bs + 1].copy_(torch.arange(0, bs * n + 1, step=n))
+    ```
+
+    ## Options
+    - `extra-forward-methods`, `extra-planning-methods`, `extra-decode-kernels`: which
+      forward methods route draft extend to a decode kernel (see GR003).
+
+    ## References
+    - [SGLang #21987](https://github.com/sgl-project/sglang/pull/21987): trtllm_mla
+      draft extend replays the capture layout.
+    - [SGLang #19807](https://github.com/sgl-project/sglang/pull/19807): the same root
+      cause.
     """
 
     CODE = "GR004"
@@ -99,38 +151,25 @@ class CudaGraphReplayLayout(LintRule):
     STATIC_SPEC_FIELDS: tuple[str, ...] = ("num_tokens_per_req", "num_tokens_for_logprob_per_req", "topk", "num_draft_tokens")
     #: Calls that read device data back to the host (per-step by construction).
     PER_STEP_CALLS: tuple[str, ...] = ("item", "tolist")
-    CAPTURE_METHODS: tuple[str, ...] = CAPTURE_METHODS
-    REPLAY_METHODS: tuple[str, ...] = REPLAY_METHODS
-    OUT_GRAPH_METHODS: tuple[str, ...] = OUT_GRAPH_METHODS
-    IN_CAPTURE_FLAGS: tuple[str, ...] = IN_CAPTURE_FLAGS
+    #: Legacy CUDA-graph API (SGLang <= 0.5.12): one method per path.
+    CAPTURE_METHODS: tuple[str, ...] = ("init_forward_metadata_capture_cuda_graph",)
+    REPLAY_METHODS: tuple[str, ...] = ("init_forward_metadata_replay_cuda_graph",)
+    #: Current API (SGLang >= 0.5.13): one method, ``if in_capture:`` splits the paths.
+    OUT_GRAPH_METHODS: tuple[str, ...] = ("init_forward_metadata_out_graph",)
+    IN_CAPTURE_FLAGS: tuple[str, ...] = ("in_capture", "is_capture", "capturing")
     MAX_DEPTH = 2
 
     VALID = [
         Valid(  # SGLang 0.5.10's fix of #21987: replay with the capture stride
-            """
-            class TRTLLMMLABackend(FlashInferMLAAttnBackend):
-                def init_forward_metadata_capture_cuda_graph(self, bs, num_tokens, req_pool_indices, seq_lens, encoder_lens, forward_mode, spec_info):
-                    metadata = TRTLLMMLADecodeMetadata()
-                    if forward_mode.is_draft_extend(include_v2=True):
-                        num_tokens_per_bs = num_tokens // bs
-                        metadata.max_seq_len_q = num_tokens_per_bs
-                        metadata.cu_seqlens_q = torch.arange(0, bs * num_tokens_per_bs + 1, num_tokens_per_bs)
-                    self.decode_cuda_graph_metadata[bs] = metadata
-
-                def init_forward_metadata_replay_cuda_graph(self, bs, req_pool_indices, seq_lens, seq_lens_sum, encoder_lens, forward_mode, spec_info, seq_lens_cpu):
-                    metadata = self.decode_cuda_graph_metadata[bs]
-                    if forward_mode.is_draft_extend(include_v2=True):
-                        num_tokens_per_bs = self.num_draft_tokens
-                        metadata.max_seq_len_q = num_tokens_per_bs
-                        metadata.cu_seqlens_q[: bs + 1].copy_(
-                            torch.arange(0, bs * num_tokens_per_bs + 1, step=num_tokens_per_bs)
-                        )
-
-                def forward_extend(self, q, k, v, layer, forward_batch):
-                    if forward_batch.forward_mode.is_draft_extend(include_v2=True):
-                        return flashinfer.decode.trtllm_batch_decode_with_kv_cache_mla(query=q)
-                    return trtllm_ragged_attention_deepseek(query=q)
-            """
+            _trtllm_mla_replaying(
+                """
+                num_tokens_per_bs = self.num_draft_tokens
+                metadata.max_seq_len_q = num_tokens_per_bs
+                metadata.cu_seqlens_q[: bs + 1].copy_(
+                    torch.arange(0, bs * num_tokens_per_bs + 1, step=num_tokens_per_bs)
+                )
+                """
+            )
         ),
         Valid(  # a cumsum layout on both paths (cu_seqlens_k follows the KV lengths)
             """
@@ -193,28 +232,13 @@ class CudaGraphReplayLayout(LintRule):
     ]
     INVALID = [
         Invalid(  # SGLang 0.5.9 TRTLLMMLABackend (#21987)
-            """
-            class TRTLLMMLABackend(FlashInferMLAAttnBackend):
-                def init_forward_metadata_capture_cuda_graph(self, bs, num_tokens, req_pool_indices, seq_lens, encoder_lens, forward_mode, spec_info):
-                    metadata = TRTLLMMLADecodeMetadata()
-                    if forward_mode.is_draft_extend(include_v2=True):
-                        num_tokens_per_bs = num_tokens // bs
-                        metadata.max_seq_len_q = num_tokens_per_bs
-                        metadata.cu_seqlens_q = torch.arange(0, bs * num_tokens_per_bs + 1, num_tokens_per_bs)
-                    self.decode_cuda_graph_metadata[bs] = metadata
-
-                def init_forward_metadata_replay_cuda_graph(self, bs, req_pool_indices, seq_lens, seq_lens_sum, encoder_lens, forward_mode, spec_info, seq_lens_cpu):
-                    metadata = self.decode_cuda_graph_metadata[bs]
-                    if forward_mode.is_draft_extend(include_v2=True):
-                        accept_length = spec_info.accept_length[:bs]
-                        metadata.max_seq_len_q = max(spec_info.accept_length_cpu[:bs]) + 1
-                        metadata.cu_seqlens_q[1:].copy_(torch.cumsum(accept_length + 1, dim=0))
-
-                def forward_extend(self, q, k, v, layer, forward_batch):
-                    if forward_batch.forward_mode.is_draft_extend(include_v2=True):
-                        return flashinfer.decode.trtllm_batch_decode_with_kv_cache_mla(query=q)
-                    return trtllm_ragged_attention_deepseek(query=q)
-            """,
+            _trtllm_mla_replaying(
+                """
+                accept_length = spec_info.accept_length[:bs]
+                metadata.max_seq_len_q = max(spec_info.accept_length_cpu[:bs]) + 1
+                metadata.cu_seqlens_q[1:].copy_(torch.cumsum(accept_length + 1, dim=0))
+                """
+            ),
             line=15,
         ),
         Invalid(  # the >= 0.5.13 API: the `else` arm of `if in_capture:` is the replay path
@@ -247,27 +271,10 @@ class CudaGraphReplayLayout(LintRule):
                 elif matches(name, self.OUT_GRAPH_METHODS):
                     self._walk(fn, fn.body, frozenset({CAPTURE, REPLAY}), frozenset(), methods, writes, 0)
             if writes:
-                routed = self._routed_draft_extend(methods, ctx)
+                routed = routes_draft_extend(methods, ctx)
                 kept = [w for w in _dedupe(writes) if routed or not _is_draft_extend(w.modes)]
-                findings.extend(self._compare(ctx, cls, kept))
+                findings.extend(self._compare(ctx, kept))
         return findings
-
-    def _routed_draft_extend(self, methods: dict[str, cst.FunctionDef], ctx: ModuleContext) -> bool:
-        """Whether a forward method sends draft extend to a fixed-``q_len`` decode kernel.
-
-        A varlen kernel (FlashAttention, the trtllm context kernel) reads ``cu_seqlens_q``
-        from device memory and takes the baked ``max_seq_len_q`` as an upper bound, so a
-        replay-time cumsum within that bound is harmless there; draft-extend findings
-        are kept only for classes that route the mode to a decode kernel (GR003's test).
-        """
-        from .gr003_draft_extend_decode_kernel import DraftExtendRoutedToDecodeKernel
-
-        finder = DraftExtendRoutedToDecodeKernel(self.config)
-        return any(
-            any(True for _ in finder._routings(fn, methods, ctx))
-            for name, fn in methods.items()
-            if self.config.is_forward_method(name)
-        )
 
     # -- collecting writes per path --
 
@@ -334,10 +341,7 @@ class CudaGraphReplayLayout(LintRule):
         return None
 
     def _follow(self, call, paths, modes, methods, out, depth) -> None:
-        func = call.func
-        if not (isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == "self"):
-            return
-        helper = methods.get(func.attr.value)
+        helper = self_method(call, methods)
         if helper is None or depth >= self.MAX_DEPTH:
             return
         # A helper that takes the capture flag splits the paths again, by its own `if`s.
@@ -403,11 +407,8 @@ class CudaGraphReplayLayout(LintRule):
                 nonlocal intrinsic
                 if callee_name(node) in calls:
                     intrinsic = True
-                func = node.func
                 # a `self` helper's result is judged by its name, not by what it is given
-                return not (
-                    isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == "self"
-                )
+                return self_attribute(node.func) is None
 
         expr.visit(_Scan())
         result = (frozenset(refs), intrinsic)
@@ -447,7 +448,7 @@ class CudaGraphReplayLayout(LintRule):
 
     # -- comparing the paths --
 
-    def _compare(self, ctx: ModuleContext, cls: cst.ClassDef, writes: list[_Write]) -> list[Finding]:
+    def _compare(self, ctx: ModuleContext, writes: list[_Write]) -> list[Finding]:
         findings: list[Finding] = []
         reported: set[int] = set()
         replay = [w for w in writes if REPLAY in w.paths]
@@ -457,7 +458,7 @@ class CudaGraphReplayLayout(LintRule):
             if id(w.node) in reported:
                 return
             reported.add(id(w.node))
-            findings.append(self.finding(ctx, w.node, w.fn, f"{cls.name.value}.{w.fn.name.value}", detail))
+            findings.append(self.finding(ctx, w.node, w.fn, detail))
 
         for w in replay:
             if w.layout is not None and CAPTURE not in w.paths:
@@ -534,11 +535,11 @@ def _dedupe(writes: list[_Write]) -> list[_Write]:
 
 def _metadata_field(target: cst.CSTNode) -> str | None:
     """``metadata.F`` / ``self.forward_metadata.F`` -> ``F``; ``self.F`` and others -> None."""
-    if not isinstance(target, cst.Attribute):
+    if not isinstance(target, cst.Attribute) or self_attribute(target) is not None:
         return None
     base = target.value
     if isinstance(base, cst.Name):
-        return None if base.value == "self" else target.attr.value
+        return target.attr.value
     if isinstance(base, cst.Attribute) and "metadata" in base.attr.value:
         return target.attr.value
     return None
@@ -547,7 +548,7 @@ def _metadata_field(target: cst.CSTNode) -> str | None:
 def _layout(expr: cst.CSTNode) -> str | None:
     """``uniform`` (strided arange, full), ``cumsum``, or None (a slice, a copy, unknown)."""
     kinds: set[str] = set()
-    for call in iter_calls(expr) if not isinstance(expr, cst.Call) else [expr, *iter_calls(expr)]:
+    for call in iter_calls(expr):  # `expr` itself too, when it is a call
         name = callee_name(call)
         if name == "cumsum":
             kinds.add("cumsum")

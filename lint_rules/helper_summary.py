@@ -17,9 +17,8 @@ from dataclasses import dataclass
 
 import libcst as cst
 
-from .backend_scope import param_names
+from .cst_analysis import callee_name, iter_calls, param_names, self_method
 from .dataflow import Classifier, FlowState, FlowWalker
-from .rule import callee_name, iter_calls
 
 
 @dataclass(frozen=True)
@@ -76,22 +75,23 @@ class HelperSummaries:
 
     MAX_DEPTH = 2
 
-    def __init__(self, methods: dict[str, cst.FunctionDef], make_classifier: Callable[[cst.FunctionDef], Classifier]) -> None:
+    def __init__(
+        self,
+        methods: dict[str, cst.FunctionDef],
+        make_classifier: Callable[[cst.FunctionDef], Classifier],
+        callee: Callable[[cst.Call], str | None] = callee_name,
+    ) -> None:
         self.methods = methods
         self.make_classifier = make_classifier
+        #: names a kernel call (``ModuleContext.callee``: import aliases resolved)
+        self.callee = callee
         self._cache: dict[tuple[str, frozenset[str]], list[bool] | None] = {}
         self._sinks: dict[tuple[str, frozenset[str]], list[KernelSink]] = {}
         self._depth = 0
 
     def helper_of(self, call: cst.Call) -> cst.FunctionDef | None:
-        func = call.func
-        if (
-            isinstance(func, cst.Attribute)
-            and isinstance(func.value, cst.Name)
-            and func.value.value == "self"
-        ):
-            return self.methods.get(func.attr.value)
-        return None
+        """The method ``self.<helper>(...)`` calls, if this class defines it."""
+        return self_method(call, self.methods)
 
     def summarize(self, call: cst.Call, state: FlowState, classify: Classifier) -> list[bool] | None:
         fn = self.helper_of(call)
@@ -188,7 +188,7 @@ class HelperSummaries:
             for c in calls:
                 args = sink_args(c, st, inner)
                 if args:
-                    sinks.append(KernelSink(callee_name(c) or "?", tuple(args), (name,)))
+                    sinks.append(KernelSink(self.callee(c) or "?", tuple(args), (name,)))
                 elif args is None and self.helper_of(c) is not None:
                     for deeper in self.kernel_sinks(c, st, inner, sink_args, is_replan, param_classifier):
                         sinks.append(KernelSink(deeper.kernel, deeper.args, (name, *deeper.via)))

@@ -9,7 +9,8 @@ import libcst as cst
 
 from .backend_scope import iter_methods
 from .config import LintConfig
-from .dataflow import FlowState, Verdict, tainted_parts
+from .cst_analysis import self_attribute, self_targets
+from .dataflow import FlowState, Verdict
 
 
 def reads_pool(node: cst.CSTNode, config: LintConfig) -> bool:
@@ -115,26 +116,13 @@ def make_classifier(config: LintConfig, is_pool_helper: Callable[[str], bool], s
                 name = _string_arg(node, 1)
                 if name is not None and config.is_immutable_pool_fact(name):
                     return "clean"
-        if (
-            isinstance(node, cst.Call)
-            and isinstance(node.func, cst.Attribute)
-            and isinstance(node.func.value, cst.Name)
-            and node.func.value.value == "self"
-            and is_pool_helper(node.func.attr.value)
-        ):
-            return "source"
+        if isinstance(node, cst.Call):
+            helper = self_attribute(node.func)
+            if helper is not None and is_pool_helper(helper):
+                return "source"
         return None
 
     return classify
-
-
-def self_targets(target: cst.BaseExpression) -> list[cst.Attribute]:
-    """``self.x`` targets of an assignment (tuples unpacked)."""
-    if isinstance(target, cst.Attribute) and isinstance(target.value, cst.Name) and target.value.value == "self":
-        return [target]
-    if isinstance(target, (cst.Tuple, cst.List)):
-        return [t for el in target.elements for t in self_targets(el.value)]
-    return []
 
 
 def assignment_parts(node: cst.CSTNode) -> tuple[list[cst.Attribute], cst.BaseExpression] | None:
@@ -154,18 +142,3 @@ def is_plain_alias(target: cst.Attribute, value: cst.BaseExpression, config: Lin
         return False
     base = value.value if isinstance(value, cst.Attribute) else value.args[0].value  # type: ignore[union-attr]
     return not reads_pool(base, config)
-
-
-def source_text(parts: list[cst.CSTNode], module: cst.Module) -> str:
-    return " ".join(module.code_for_node(parts[0]).split()) if parts else ""
-
-
-__all__ = [
-    "assignment_parts",
-    "is_plain_alias",
-    "make_classifier",
-    "pool_reading_helpers",
-    "reads_pool",
-    "source_text",
-    "tainted_parts",
-]

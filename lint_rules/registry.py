@@ -1,13 +1,19 @@
-"""Every rule this package ships, by code and by name."""
+"""Every rule this package ships, by code and by name.
+
+The pseudo-rules GR900 / GR901 are not here: they check suppression comments and live
+with that machinery (``lint_rules.suppressions.PSEUDO_RULES``), so that a cached audit
+can name them without importing libcst.
+"""
 
 from __future__ import annotations
 
-from .gr001_padded_batch_size import PaddedBatchSizeInKernelCall
+from .config import normalize_code
+from .gr001_padded_batch_size_in_kernel_call import PaddedBatchSizeInKernelCall
 from .gr002_stale_kv_pool_state import StaleKvPoolState
-from .gr003_draft_extend_decode_kernel import DraftExtendRoutedToDecodeKernel
+from .gr003_draft_extend_routed_to_decode_kernel import DraftExtendRoutedToDecodeKernel
 from .gr004_cuda_graph_replay_layout import CudaGraphReplayLayout
-from .gr101_any_forward_batch_size import ForwardBatchSizeInBackend
-from .gr102_any_cached_kv_pool import KvPoolReadInInit
+from .gr101_forward_batch_size_in_backend import ForwardBatchSizeInBackend
+from .gr102_kv_pool_read_in_init import KvPoolReadInInit
 from .rule import LintRule
 
 ALL_RULES: tuple[type[LintRule], ...] = (
@@ -30,8 +36,9 @@ class UnknownRuleError(KeyError):
 
 def find_rule(key: str) -> type[LintRule]:
     """A rule by code (``GR001``, any case) or kebab-case name."""
+    code = normalize_code(key)
     for rule in ALL_RULES:
-        if key.upper() == rule.CODE or key == rule.NAME:
+        if code == rule.CODE or key == rule.NAME:
             return rule
     raise UnknownRuleError(key)
 

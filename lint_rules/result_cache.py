@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import guardrails  # stdlib-only: names load on first use, the version from the package metadata
+
 FORMAT_VERSION = 1
 #: A file modified less than this long before the index is written is not trusted by stat.
 RACY_NS = 2_000_000_000
@@ -38,15 +40,6 @@ def content_hash(data: bytes) -> str:
 
 def _short(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=10).hexdigest()
-
-
-def package_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("fmha-guardrails")
-    except Exception:  # not installed (a source checkout on sys.path)
-        return "0+unknown"
 
 
 def code_fingerprint() -> str:
@@ -62,7 +55,8 @@ def code_fingerprint() -> str:
 
 
 def context_key(*parts: str) -> str:
-    return _short("\0".join((str(FORMAT_VERSION), package_version(), code_fingerprint(), *parts)))
+    """The cache context: format, package version, rule code, and ``parts``."""
+    return _short("\0".join((str(FORMAT_VERSION), guardrails.__version__, code_fingerprint(), *parts)))
 
 
 class ResultCache:

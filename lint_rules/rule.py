@@ -1,43 +1,36 @@
-"""The base class every lint rule derives from, and what a rule reports.
+"""The base class every lint rule derives from, and what a rule sees of one file.
 
-Modeled on Fixit's rule files: one class per rule, its docstring in ruff's
-"What it does / Why is this bad? / Example / Use instead" form, a code (``GR001``),
-a kebab-case name, a ``MESSAGE``, and ``VALID`` / ``INVALID`` code examples that the
-test suite runs against the rule.
+Modeled on Fixit's rule files: one class per rule, its docstring in ruff's Markdown
+sections (:mod:`lint_rules.rule_info`), a code (``GR001``), a kebab-case name, a
+``MESSAGE``, and ``VALID`` / ``INVALID`` code examples that
+:func:`lint_rules.testing.check_examples` runs against the rule. A rule that can fix
+what it reports attaches a :class:`Replacement` to the finding (Fixit's
+``report(node, replacement=...)``); :mod:`lint_rules.autofix` applies them.
 """
 
 from __future__ import annotations
 
 import ast
-import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Iterable
+from typing import ClassVar, Iterable
 
 import libcst as cst
 from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
 
 from .backend_scope import BACKEND_CLASS_TEXT, iter_classes, iter_methods
 from .config import LintConfig
+from .cst_analysis import CalleeNames
 from .finding import Finding
-
-if TYPE_CHECKING:
-    from collections.abc import Iterator
+from .rule_info import RuleInfo
 
 
 @dataclass(frozen=True)
-class Valid:
-    """Code the rule must not flag."""
+class Replacement:
+    """A rule's fix for one finding: ``node`` (of the linted module) becomes ``new``."""
 
-    code: str
-
-
-@dataclass(frozen=True)
-class Invalid:
-    """Code the rule must flag; ``line`` (1-based, after dedent) pins the finding."""
-
-    code: str
-    line: int | None = None
+    node: cst.CSTNode
+    new: cst.CSTNode
 
 
 class ModuleContext:
@@ -56,25 +49,56 @@ class ModuleContext:
         self._def_starts: dict[int, tuple[int, int]] | None = None
         self._spans: dict[int, tuple[int, int]] = {}
         self._lines: list[str] | None = None
-        #: analyses shared between rules on this file (GR003's routings feed GR004)
+        self._classes: dict[int, str] = {}
+        #: analyses shared between rules on this file (draft-extend routings: GR003, GR004)
         self.memo: dict[tuple, object] = {}
+        #: fixes the rules attached to their findings (see :meth:`LintRule.finding`)
+        self.replacements: dict[Finding, Replacement] = {}
         self._layouts: dict[int, tuple[Mapping[cst.CSTNode, CodeRange], int, int]] = {}
+        self._callees: CalleeNames | None = None
 
     def _index_defs(self) -> dict[int, tuple[int, int]]:
         """id(libcst method) -> (line, col) of its ``def``, matched in source order;
-        also fills the methods' line spans for :meth:`method_text`."""
-        ours = [fn for cls in iter_classes(self.module.body) for fn in iter_methods(cls)]
+        also fills the methods' line spans for :meth:`method_text` and their classes."""
+        ours = [(cls, fn) for cls in iter_classes(self.module.body) for fn in iter_methods(cls)]
         theirs = list(_ast_methods(ast.parse(self.source).body))
-        if [fn.name.value for fn in ours] != [name for name, *_ in theirs]:
+        if [fn.name.value for _, fn in ours] != [name for name, *_ in theirs]:
             raise RuntimeError("libcst and ast disagree on the methods of this file")
-        self._spans = {id(fn): (line, end) for fn, (_, line, _, end) in zip(ours, theirs)}
-        return {id(fn): (line, col) for fn, (_, line, col, _) in zip(ours, theirs)}
+        self._spans = {id(fn): (line, end) for (_, fn), (_, line, _, end) in zip(ours, theirs)}
+        self._classes = {id(fn): cls.name.value for cls, fn in ours}
+        return {id(fn): (line, col) for (_, fn), (_, line, col, _) in zip(ours, theirs)}
+
+    def _defs(self) -> dict[int, tuple[int, int]]:
+        if self._def_starts is None:
+            self._def_starts = self._index_defs()
+        return self._def_starts
+
+    def symbol(self, fn: cst.FunctionDef) -> str:
+        """``Class.method`` of method ``fn`` (its innermost class)."""
+        self._defs()
+        return f"{self._classes[id(fn)]}.{fn.name.value}"
+
+    def _method_texts(self) -> list[tuple[cst.FunctionDef, str]]:
+        return [(fn, self.method_text(fn)) for cls in iter_classes(self.module.body) for fn in iter_methods(cls)]
+
+    def callee(self, call: cst.Call) -> str | None:
+        """The called function's name, ``from M import f as g`` aliases resolved
+        (:class:`~lint_rules.cst_analysis.CalleeNames`) where either name is a kernel,
+        decode kernel or re-plan call of the config: the names rules match calls against."""
+        if self._callees is None:
+            config = self.config
+            self._callees = CalleeNames(
+                self.module,
+                self.source,
+                self._method_texts,
+                lambda name: config.is_kernel_call(name) or config.is_decode_kernel(name) or config.is_replan_call(name),
+            )
+        return self._callees.name(call)
 
     def method_text(self, fn: cst.FunctionDef) -> str:
         """The source text of method ``fn`` (from its ``def`` line): a cheap textual
         pre-check before a rule walks the method's tree."""
-        if self._def_starts is None:
-            self._def_starts = self._index_defs()
+        self._defs()
         if self._lines is None:
             self._lines = self.source.splitlines()
         start, end = self._spans[id(fn)]
@@ -82,8 +106,7 @@ class ModuleContext:
 
     def position(self, node: cst.CSTNode, scope: cst.FunctionDef) -> tuple[int, int]:
         """1-based line and column of ``node``, a node inside method ``scope``."""
-        if self._def_starts is None:
-            self._def_starts = self._index_defs()
+        def_starts = self._defs()
         if id(scope) not in self._layouts:
             alone = cst.Module(
                 body=[scope],
@@ -91,7 +114,7 @@ class ModuleContext:
                 default_newline=self.module.default_newline,
             )
             layout = MetadataWrapper(alone, unsafe_skip_copy=True).resolve(PositionProvider)
-            def_line, def_col = self._def_starts[id(scope)]
+            def_line, def_col = def_starts[id(scope)]
             self._layouts[id(scope)] = (layout, def_line - layout[scope.name].start.line, def_col)
         layout, line_shift, col_shift = self._layouts[id(scope)]
         start = layout[node].start
@@ -109,18 +132,15 @@ class ModuleContext:
         return f"{arg.star}{value}"
 
 
-class LintRule:
+class LintRule(RuleInfo):
     """Base class: subclasses set the class attributes and implement :meth:`check`."""
 
-    CODE: ClassVar[str]
-    NAME: ClassVar[str]
-    MESSAGE: ClassVar[str]
     #: A file must contain every one of these words, or it is never parsed for this rule.
     WORDS: ClassVar[tuple[str, ...]] = ()
-    #: Opt-in rules (the strict GR1xx forms) run only when selected.
-    DEFAULT_ENABLED: ClassVar[bool] = True
-    VALID: ClassVar[list[Valid]] = []
-    INVALID: ClassVar[list[Invalid]] = []
+    #: The rule looks only inside attention-backend classes (a textual pre-filter too).
+    BACKEND_SCOPED: ClassVar[bool] = True
+    #: The rule attaches :class:`Replacement` fixes to (some of) its findings.
+    FIXABLE: ClassVar[bool] = False
 
     def __init__(self, config: LintConfig | None = None) -> None:
         self.config = config or LintConfig()
@@ -128,9 +148,6 @@ class LintRule:
     def words(self) -> tuple[str, ...]:
         """The words a file must contain (the config may add kernel names later)."""
         return self.WORDS
-
-    #: The rule looks only inside attention-backend classes (a textual pre-filter too).
-    BACKEND_SCOPED: ClassVar[bool] = True
 
     def wants(self, source: str) -> bool:
         """Whether the file can hold a finding: every word, and a backend class if scoped."""
@@ -142,28 +159,28 @@ class LintRule:
         raise NotImplementedError
 
     def finding(
-        self, ctx: ModuleContext, node: cst.CSTNode, scope: cst.FunctionDef, symbol: str, detail: str
+        self,
+        ctx: ModuleContext,
+        node: cst.CSTNode,
+        scope: cst.FunctionDef,
+        detail: str,
+        replacement: Replacement | None = None,
     ) -> Finding:
-        """A finding at ``node``, which lies inside method ``scope`` named ``symbol``."""
+        """A finding at ``node``, which lies inside method ``scope`` (its ``Class.method``
+        is the finding's symbol); ``replacement``: the fix, recorded on ``ctx``."""
         line, col = ctx.position(node, scope)
-        return Finding(
+        found = Finding(
             path=ctx.path,
             line=line,
             col=col,
             rule=self.CODE,
             name=self.NAME,
-            symbol=symbol,
+            symbol=ctx.symbol(scope),
             message=f"{self.MESSAGE} {detail}".strip(),
         )
-
-    @classmethod
-    def doc(cls) -> str:
-        """The rule's documentation (its docstring, dedented)."""
-        return inspect.cleandoc(cls.__doc__ or "")
-
-    @classmethod
-    def summary(cls) -> str:
-        return cls.doc().splitlines()[0] if cls.doc() else cls.MESSAGE
+        if replacement is not None:
+            ctx.replacements[found] = replacement
+        return found
 
 
 def _ast_methods(body: list[ast.stmt]):
@@ -180,34 +197,3 @@ def _ast_methods(body: list[ast.stmt]):
             yield from _ast_methods(getattr(stmt, name, []) or [])
         for handler in getattr(stmt, "handlers", []) or []:
             yield from _ast_methods(handler.body)
-
-
-def iter_calls(node: cst.CSTNode) -> "Iterator[cst.Call]":
-    """Every call inside ``node``, not descending into nested functions, lambdas or classes."""
-    found: list[cst.Call] = []
-
-    class _Calls(cst.CSTVisitor):
-        def visit_Call(self, call: cst.Call) -> None:
-            found.append(call)
-
-        def visit_FunctionDef(self, _: cst.FunctionDef) -> bool:
-            return False
-
-        def visit_ClassDef(self, _: cst.ClassDef) -> bool:
-            return False
-
-        def visit_Lambda(self, _: cst.Lambda) -> bool:
-            return False
-
-    node.visit(_Calls())
-    return iter(found)
-
-
-def callee_name(call: cst.Call) -> str | None:
-    """The last name of the called expression: ``flashinfer.decode.f(...)`` -> ``f``."""
-    func = call.func
-    if isinstance(func, cst.Name):
-        return func.value
-    if isinstance(func, cst.Attribute):
-        return func.attr.value
-    return None

@@ -3,7 +3,8 @@
 One run; ``tool.driver.rules`` holds one descriptor per rule that ran (the pseudo-rules
 GR900 / GR901 included): ``id`` the code, ``name`` the kebab-case name,
 ``shortDescription`` the doc's first line, ``fullDescription`` / ``help`` the whole doc
-(ruff's "What it does / Why is this bad? / Example / Use instead"). Each result has
+as :meth:`~lint_rules.rule_info.RuleInfo.doc` renders it (Markdown with ruff's
+sections, never indented: ``help.markdown`` renders as text, not a code block). Each result has
 ``ruleId`` / ``ruleIndex``, ``level`` (``error``; ``warning`` for the pseudo-rules),
 the message, one ``physicalLocation`` (``artifactLocation.uri`` relative to the audited
 root with ``uriBaseId`` ``%SRCROOT%``, ``region.startLine`` / ``startColumn``, the source
@@ -22,20 +23,25 @@ from urllib.parse import quote
 
 from .baseline import finding_key
 from .engine import AuditResult
+from .suppressions import PSEUDO_RULES
 
 SCHEMA_URI = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 
 
+def _level(code: str) -> str:
+    return "warning" if code in PSEUDO_RULES else "error"
+
+
 def _descriptor(rule) -> dict[str, object]:
     doc = rule.doc() or rule.MESSAGE
-    pseudo = rule.CODE.startswith("GR9")
+    pseudo = rule.CODE in PSEUDO_RULES
     return {
         "id": rule.CODE,
         "name": rule.NAME,
         "shortDescription": {"text": rule.summary()},
         "fullDescription": {"text": doc},
         "help": {"text": doc, "markdown": doc},
-        "defaultConfiguration": {"level": "warning" if pseudo else "error", "enabled": bool(rule.DEFAULT_ENABLED)},
+        "defaultConfiguration": {"level": _level(rule.CODE), "enabled": bool(rule.DEFAULT_ENABLED)},
         "properties": {"tags": ["fmha", "attention-metadata"] if not pseudo else ["suppression"]},
     }
 
@@ -62,7 +68,7 @@ def to_sarif(result: AuditResult, rules: Sequence[object], root: Path | None, ve
             {
                 "ruleId": f.rule,
                 "ruleIndex": index[f.rule],
-                "level": "warning" if f.rule.startswith("GR9") else "error",
+                "level": _level(f.rule),
                 "message": {"text": f.message},
                 "locations": [
                     {

@@ -2,7 +2,7 @@
 
 :func:`iter_source_files` yields files not yet read (with their ``stat`` signature for a
 file on disk), so that the result cache can skip reading an unchanged file;
-:func:`iter_sources` yields decoded text.
+:func:`decode` turns one file's bytes into text.
 """
 
 from __future__ import annotations
@@ -41,10 +41,6 @@ class SourceFile:
 
 def decode(path: str, data: bytes) -> SourceText:
     """``data`` as UTF-8 text, or a :class:`SourceText` that says why not."""
-    return _decode(path, data)
-
-
-def _decode(path: str, data: bytes) -> SourceText:
     try:
         return SourceText(path, data.decode("utf-8"))
     except UnicodeDecodeError as exc:
@@ -52,20 +48,13 @@ def _decode(path: str, data: bytes) -> SourceText:
 
 
 def is_archive(path: Path) -> bool:
-    return path.is_file() and path.name.endswith(ARCHIVE_SUFFIXES)
-
-
-def _walk_dir(root: Path) -> Iterator[Path]:
-    for entry in sorted(root.iterdir()):
-        if entry.is_dir():
-            if entry.name not in SKIPPED_DIRS and not entry.name.endswith(".egg-info"):
-                yield from _walk_dir(entry)
-        elif entry.suffix == ".py":
-            yield entry
+    """A wheel, zip or sdist, by its name (read in place, never edited)."""
+    return path.name.endswith(ARCHIVE_SUFFIXES)
 
 
 def _scan_dir(root: str, rel: str) -> Iterator[tuple[str, str, os.stat_result]]:
-    """(relative posix path, absolute path, stat) of every ``.py`` file, sorted like :func:`_walk_dir`."""
+    """(relative posix path, absolute path, stat) of every ``.py`` file, sorted by name at
+    each level; :data:`SKIPPED_DIRS` and ``*.egg-info`` are not descended into."""
     with os.scandir(root) as it:
         entries = sorted(it, key=lambda e: e.name)
     for entry in entries:
@@ -96,9 +85,14 @@ def _const(data: bytes) -> Callable[[], bytes]:
 def iter_source_files(
     target: Path, display: str | None = None, only: Collection[str] | None = None
 ) -> Iterator[SourceFile]:
-    """Like :func:`iter_sources`, but nothing is read until ``SourceFile.read()``.
+    """Every ``.py`` file under ``target``, in a stable order; nothing is read until
+    ``SourceFile.read()``.
 
-    ``only``: for a directory target, the relative paths to keep (``--since``).
+    Paths are relative to a directory target, archive member paths for a wheel or an
+    sdist (``sglang/srt/layers/attention/trtllm_mha_backend.py``), and ``display`` (the
+    path as the user typed it) for a single file. ``only``: for a directory target, the
+    relative paths to keep (``--since``). Raises ``FileNotFoundError`` for a missing
+    target and ``ValueError`` for a file that is neither Python nor an archive.
     """
     if not target.exists():
         raise FileNotFoundError(f"no such file or directory: {target}")
@@ -128,23 +122,3 @@ def _archive_members(target: Path) -> Iterator[tuple[str, bytes]]:
                     yield member.name, handle.read()
     else:
         raise ValueError(f"{target}: not a directory, a .py file, a wheel or an sdist")
-
-
-def iter_sources(target: Path, display: str | None = None) -> Iterator[SourceText]:
-    """Every ``.py`` file under ``target``, in a stable order.
-
-    Paths are relative to a directory target, archive member paths for a wheel or an
-    sdist (``sglang/srt/layers/attention/trtllm_mha_backend.py``), and ``display`` (the
-    path as the user typed it) for a single file. Raises ``FileNotFoundError`` for a
-    missing target and ``ValueError`` for a file that is neither Python nor an archive.
-    """
-    if not target.exists():
-        raise FileNotFoundError(f"no such file or directory: {target}")
-    if target.is_dir():
-        for file in _walk_dir(target):
-            yield _decode(file.relative_to(target).as_posix(), file.read_bytes())
-    elif target.suffix == ".py":
-        yield _decode(display or target.as_posix(), target.read_bytes())
-    else:
-        for name, data in _archive_members(target):
-            yield _decode(name, data)

@@ -13,9 +13,11 @@ spread over several lines)::
 text, encouraged). Comments are found with :mod:`tokenize`, so ``"# fmha-guard: ..."``
 inside a string is not a suppression.
 
-Two pseudo-rules report on the comments themselves; they run whenever a real rule
-runs, appear in every output format like any finding, and are switched off like any
-rule (``--ignore GR900``, config ``ignore``, ``per-path-ignores``):
+Two pseudo-rules report on the comments themselves (their classes, with their
+documentation, are :mod:`lint_rules.gr900_unused_suppression` and
+:mod:`lint_rules.gr901_invalid_suppression`; the checks are here); they run whenever a
+real rule runs, appear in every output format like any finding, and are switched off
+like any rule (``--ignore GR900``, config ``ignore``, ``per-path-ignores``):
 
 - ``GR900 unused-suppression``: a listed code that suppressed nothing. Judged only for
   rules that ran on the file (a code of an unselected rule is left alone).
@@ -34,51 +36,15 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from .finding import Finding
+from .gr900_unused_suppression import UnusedSuppression
+from .gr901_invalid_suppression import InvalidSuppression
+from .rule_info import PseudoRule
 
-UNUSED = "GR900"
-INVALID = "GR901"
+UNUSED = UnusedSuppression.CODE
+INVALID = InvalidSuppression.CODE
 
-
-@dataclass(frozen=True)
-class PseudoRule:
-    """A rule that checks suppression comments rather than code (no libcst visitor)."""
-
-    CODE: str
-    NAME: str
-    MESSAGE: str
-    DOC: str
-    DEFAULT_ENABLED: bool = True
-
-    def summary(self) -> str:
-        return self.DOC.splitlines()[0]
-
-    def doc(self) -> str:
-        return self.DOC
-
-
-PSEUDO_RULES: dict[str, PseudoRule] = {
-    UNUSED: PseudoRule(
-        UNUSED,
-        "unused-suppression",
-        "Unused suppression:",
-        "A `# fmha-guard: ignore[...]` code that suppresses no finding.\n\n"
-        "## What it does\nReports each code of a suppression comment for which the rule ran on the file "
-        "and found nothing on that line or statement.\n\n"
-        "## Why is this bad?\nA stale suppression hides the next real bug on that line.\n\n"
-        "## Use instead\nDelete the code (or the whole comment).",
-    ),
-    INVALID: PseudoRule(
-        INVALID,
-        "invalid-suppression",
-        "Invalid suppression:",
-        "A `# fmha-guard:` comment that is not `ignore[CODE,...] reason`.\n\n"
-        "## What it does\nReports a bare `# fmha-guard: ignore` (no codes), an empty or malformed code "
-        "list, an unknown directive or an unknown rule code. Such a comment suppresses nothing.\n\n"
-        "## Why is this bad?\nA blanket suppression would silence every current and future rule on the "
-        "line; a typo would silently suppress nothing.\n\n"
-        "## Use instead\n`# fmha-guard: ignore[GR001] why this call is safe`",
-    ),
-}
+#: The pseudo-rules by code; their documentation lives with their classes.
+PSEUDO_RULES: dict[str, type[PseudoRule]] = {rule.CODE: rule for rule in (UnusedSuppression, InvalidSuppression)}
 
 #: Text a file must contain to hold a suppression comment at all.
 MARKER = "fmha-guard"

@@ -63,6 +63,25 @@ class Case:
         return replace(self, batch=self.batch.replace(**update))
 
 
+def _kv_cache(num_pages: int, page_size: int, num_kv_heads: int, head_dim: int, layout: str) -> PagedKVCache:
+    return PagedKVCache(
+        num_pages=num_pages, page_size=page_size, num_kv_heads=num_kv_heads, head_dim=head_dim,
+        layout=layout, device="cpu", dtype="bfloat16", head_dim_stride=1,
+    )
+
+
+def _kernel_and_q_len(
+    mode: ForwardMode, q_lens: Sequence[int], kernel: Optional[str], q_len_per_req: Optional[int]
+) -> tuple[Optional[str], Optional[int]]:
+    """``kernel="auto"``: decode for uniform modes, prefill for ragged ones (``None`` stays
+    unknown to the guard); a decode kernel with one q length > 1 gets it as ``q_len_per_req``."""
+    if kernel == "auto":
+        kernel = "decode" if mode.is_uniform_q_len() else "prefill"
+    if kernel == "decode" and q_len_per_req is None and len(set(q_lens)) == 1 and q_lens[0] > 1:
+        q_len_per_req = q_lens[0]
+    return kernel, q_len_per_req
+
+
 def build_case(
     mode: ForwardMode | str,
     q_lens: Sequence[int],
@@ -98,10 +117,7 @@ def build_case(
     rng = random.Random(seed)
     bs = len(q_lens)
     assert len(kv_lens) == bs and all(k >= q for q, k in zip(q_lens, kv_lens))
-    if kernel == "auto":  # None stays None: the kernel is unknown to the guard
-        kernel = "decode" if mode.is_uniform_q_len() else "prefill"
-    if kernel == "decode" and q_len_per_req is None and len(set(q_lens)) == 1 and q_lens[0] > 1:
-        q_len_per_req = q_lens[0]
+    kernel, q_len_per_req = _kernel_and_q_len(mode, q_lens, kernel, q_len_per_req)
 
     needs = [pages_for(k, page_size) for k in kv_lens]
     total_pages = sum(needs)
@@ -116,16 +132,7 @@ def build_case(
     rows_q = sum(q_lens)
     qo_heads = num_kv_heads * group
     query = torch.empty(rows_q, qo_heads, head_dim, dtype=torch.bfloat16) if with_query else None
-    kv_cache = PagedKVCache(
-        num_pages=num_pages,
-        page_size=page_size,
-        num_kv_heads=num_kv_heads,
-        head_dim=head_dim,
-        layout=layout,
-        device="cpu",
-        dtype="bfloat16",
-        head_dim_stride=1,
-    )
+    kv_cache = _kv_cache(num_pages, page_size, num_kv_heads, head_dim, layout)
 
     swa_pool = None
     swa_rows = None
@@ -188,13 +195,6 @@ def build_case(
     return Case(batch, kv_cache, swa_pool, tuple(q_lens), tuple(kv_lens))
 
 
-def _kv_cache(num_pages: int, page_size: int, num_kv_heads: int, head_dim: int, layout: str) -> PagedKVCache:
-    return PagedKVCache(
-        num_pages=num_pages, page_size=page_size, num_kv_heads=num_kv_heads, head_dim=head_dim,
-        layout=layout, device="cpu", dtype="bfloat16", head_dim_stride=1,
-    )
-
-
 def last_page_lens(kv_lens: Sequence[int], page_size: int, empty: int = 0) -> list[int]:
     """FlashInfer's ``kv_last_page_len`` for token lengths: ``(L - 1) % page_size + 1``,
     ``empty`` for a request without pages (the kernel ignores it)."""
@@ -242,10 +242,7 @@ def build_csr_case(
     rng = random.Random(seed)
     bs = len(q_lens)
     assert len(kv_lens) == bs and all(k >= q >= 0 for q, k in zip(q_lens, kv_lens))
-    if kernel == "auto":
-        kernel = "decode" if mode.is_uniform_q_len() else "prefill"
-    if kernel == "decode" and q_len_per_req is None and len(set(q_lens)) == 1 and q_lens[0] > 1:
-        q_len_per_req = q_lens[0]
+    kernel, q_len_per_req = _kernel_and_q_len(mode, q_lens, kernel, q_len_per_req)
     if with_qo_indptr is None:
         with_qo_indptr = kernel != "decode"
 

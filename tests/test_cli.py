@@ -75,10 +75,12 @@ def test_rules_and_explain(repo_root):
         assert code in rules.stdout
     explain = fmha_guard("explain", "GR001", cwd=repo_root)
     assert explain.returncode == 0
-    for heading in ("What it does:", "Why is this bad?", "Example:", "Use instead:", "#21649"):
+    for heading in ("## What it does", "## Why is this bad?", "## Example", "## Use instead", "#21649"):
         assert heading in explain.stdout
     by_name = fmha_guard("explain", "stale-kv-pool-state", cwd=repo_root)
     assert by_name.stdout.startswith("GR002 stale-kv-pool-state")
+    pseudo = fmha_guard("explain", "gr901", cwd=repo_root)
+    assert pseudo.stdout.startswith("GR901 invalid-suppression\n\n") and "## Use instead" in pseudo.stdout
 
 
 @pytest.mark.parametrize("invariant", ["batch-size", "page-id-range", "graph-replay-layout"])
@@ -86,15 +88,23 @@ def test_explain_an_invariant(repo_root, invariant):
     run = fmha_guard("explain", invariant, cwd=repo_root)
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith(invariant) and "Fix:" in run.stdout and "Source:" in run.stdout
+    module = f"guardrails.invariants.{invariant.replace('-', '_')}"
+    assert f"Defined in: {module}" in run.stdout
     listing = fmha_guard("invariants", cwd=repo_root)
     assert invariant in listing.stdout
+
+
+def test_python_m_fmha_guard_is_the_command(repo_root):
+    run = subprocess.run([sys.executable, "-m", "fmha_guard", "explain", "GR004"], cwd=repo_root,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.startswith("GR004 cuda-graph-replay-layout"), run.stderr
 
 
 def test_audit_runs_without_torch(repo_root):
     # A pre-commit virtualenv has no torch: linting must never import it.
     code = (
         "import sys; sys.modules['torch'] = None; sys.modules['flashinfer'] = None\n"
-        "from guardrails.cli import main\n"
+        "from fmha_guard.cli import main\n"
         "rc = main(['audit', '--format', 'json', 'examples'])\n"
         "assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
         "sys.exit(rc)\n"

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import importlib
 import pickle
+import pkgutil
 import re
 
 import pytest
 
 import guardrails
+import guardrails.invariants
 from guardrails import CATALOG, FmhaInvariantError, Invariant, Level, get
-from guardrails.check_registry import CHECKS
+from guardrails.check_context import CHECKS, register
 from guardrails.validation import run_order
 
 REQUIRED = {
@@ -97,11 +100,59 @@ def test_dependencies_run_before_their_dependents():
         seen.add((check.invariant, check.level))
 
 
+# The first violation validate() reports depends on this sequence: it is the one the
+# checks ran in before the catalog was split into one module per invariant.
+RUN_ORDER = [
+    ("batch-size", Level.SHAPES),
+    ("forward-mode-kernel", Level.SHAPES),
+    ("query-rows", Level.SHAPES),
+    ("metadata-dtype-device", Level.SHAPES),
+    ("kv-layout", Level.SHAPES),
+    ("graph-replay-layout", Level.SHAPES),
+    ("cu-seqlens-monotone", Level.VALUES),
+    ("last-page-len", Level.VALUES),
+    ("uniform-q-len", Level.VALUES),
+    ("max-seq-len", Level.VALUES),
+    ("seq-len-covers-query", Level.VALUES),
+    ("page-table-capacity", Level.VALUES),
+    ("page-id-range", Level.VALUES),
+    ("swa-page-id-range", Level.VALUES),
+    ("graph-replay-layout", Level.VALUES),
+]
+
+
+def test_run_order_is_shapes_then_values_each_in_catalog_order():
+    order = [(c.invariant, c.level) for c in run_order()]
+    assert order == RUN_ORDER
+    by_rule = [(inv.id, lvl) for lvl in (Level.SHAPES, Level.VALUES) for inv in CATALOG.values() if lvl in inv.levels]
+    assert order == by_rule
+
+
+def test_each_invariant_lives_in_one_module_named_after_it():
+    modules = {m.name for m in pkgutil.iter_modules(guardrails.invariants.__path__)}
+    assert modules == {inv.id.replace("-", "_") for inv in CATALOG.values()}
+    for inv in CATALOG.values():
+        module = importlib.import_module(inv.module)
+        assert module.INVARIANT is inv
+        assert module.__file__.replace("\\", "/").endswith(inv.module_path)
+        doc = module.__doc__
+        assert doc.startswith(f"``{inv.id}``") and "Source:" in doc and "Shape part" in doc and "Value part" in doc
+    for check in CHECKS:
+        assert check.fn.__module__ == CATALOG[check.invariant].module, check
+
+
+def test_register_refuses_a_level_the_entry_does_not_run_at():
+    with pytest.raises(ValueError, match="batch-size runs at shapes"):
+        register(CATALOG["batch-size"], Level.VALUES)
+    assert len(CHECKS) == len(RUN_ORDER)
+
+
 def test_level_is_ordered_and_parses():
     assert Level.OFF < Level.SHAPES < Level.VALUES
     assert [Level.parse(s) for s in ("off", "SHAPES", " values ", "0", "1", "2", 2)] == [
         Level.OFF, Level.SHAPES, Level.VALUES, Level.OFF, Level.SHAPES, Level.VALUES, Level.VALUES]
     assert str(Level.SHAPES) == "shapes"
+    assert guardrails.Level is guardrails.invariants.Level is guardrails.config.Level
     for bad in ("full", "", 3, True, None):
         with pytest.raises(ValueError, match="off, shapes, values"):
             Level.parse(bad)

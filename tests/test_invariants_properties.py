@@ -42,7 +42,7 @@ def test_valid_csr_launches_pass_at_values(case: Case):
     if b.kernel.value == "decode":
         assert b.q_len_per_req in (None, *case.q_lens)  # uniform q, decode wrapper
     # the KV length the guard derives from the CSR is the one the launch was built from
-    from guardrails.check_registry import CheckContext
+    from guardrails.check_context import CheckContext
 
     ctx = CheckContext(batch=b.replace(seq_lens=None, cu_seqlens_kv=None), kv_cache=case.kv_cache)
     assert ctx.kv_lens() == list(case.kv_lens)

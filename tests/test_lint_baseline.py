@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from guardrails.cli import main
+from fmha_guard.cli import main
 
 METHOD = '''
     def forward_extend{n}(self, q, k, v, layer, forward_batch):

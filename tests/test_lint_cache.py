@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from guardrails.cli import main
+from fmha_guard.cli import main
 from lint_rules import LintConfig, audit_paths
 from lint_rules.engine import RuleSelection
 from lint_rules.result_cache import RACY_NS
@@ -102,7 +102,7 @@ def test_cli_cache_location_no_cache_and_parallel_writers(tmp_path, capsys):
     assert not (root / ".cache").exists()
     # concurrent processes sharing a cache directory: no torn file, same answers
     cache = tmp_path / "shared"
-    cmd = [sys.executable, "-m", "guardrails.cli", "audit", "--format", "json", "--cache-dir", str(cache), str(root)]
+    cmd = [sys.executable, "-m", "fmha_guard", "audit", "--format", "json", "--cache-dir", str(cache), str(root)]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(3)]
     outs = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
     assert all(o == first for o in outs)
@@ -115,7 +115,7 @@ def test_fully_cached_audit_imports_neither_libcst_nor_rich_nor_pydantic(tmp_pat
     cache = tmp_path / "cache"
     audit_paths([root], RuleSelection(), jobs=1, cache_dir=cache)
     code = (
-        "import sys; from guardrails.cli import main; "
+        "import sys; from fmha_guard.cli import main; "
         f"rc = main(['audit', '--format', 'json', '--cache-dir', {str(cache)!r}, {str(root)!r}]); "
         "loaded = [m for m in ('libcst', 'rich', 'pydantic', 'lint_rules.registry') if m in sys.modules]; "
         "print(loaded, file=sys.stderr); sys.exit(rc)"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from guardrails.cli import main
+from fmha_guard.cli import main
 from lint_rules import audit_paths, load_config
 from lint_rules.config import ConfigError
 from lint_rules.engine import RuleSelection
@@ -106,7 +106,7 @@ def test_known_keys_are_listed_in_the_error(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(tmp_path)
     for key in ("select", "ignore", "per-path-ignores", "extra-kernel-calls", "extra-swap-points",
-                "extra-forward-methods", "extra-immutable-pool-facts"):
+                "extra-forward-methods", "extra-immutable-pool-facts", "extra-decode-kernels"):
         assert key in str(info.value)
 
 
@@ -132,3 +132,30 @@ def test_fix_and_diff_flags(tmp_path, capsys, repo_root):
     out = capsys.readouterr()
     assert "fixed 1 file" in out.err and json.loads(out.out)["findings"] == []
     assert "cu_seqlens_q.shape[0] - 1" in buggy.read_text()
+
+
+DRAFT_EXTEND_ON_CUSTOM_KERNEL = '''
+class FooBackend(AttentionBackend):
+    def _prepare_spec(self, forward_batch):
+        if forward_batch.forward_mode.is_draft_extend_v2():
+            self.meta = self._draft_extend_metadata(forward_batch)
+
+    def forward_extend(self, q, k, v, layer, forward_batch):
+        if forward_batch.forward_mode.is_draft_extend_v2():
+            return my_fixed_q_decode(query=q)
+        return trtllm_batch_context_with_kv_cache(query=q)
+'''
+
+
+def test_extra_decode_kernels_and_planning_methods(tmp_path):
+    (tmp_path / "foo_backend.py").write_text(DRAFT_EXTEND_ON_CUSTOM_KERNEL)
+
+    def gr003(config_text: str) -> list[str]:
+        (tmp_path / "setup.cfg").write_text("[fmha-guard]\nselect = GR003\n" + config_text)
+        config = load_config(tmp_path)
+        return [f.symbol for f in audit_paths([tmp_path], RuleSelection(config.select), config, jobs=1).findings]
+
+    assert gr003("") == []  # not a decode kernel by default
+    decode = "extra-decode-kernels = my_fixed_q_*\n"
+    assert gr003(decode) == ["FooBackend.forward_extend"]  # _prepare_spec is no metadata method...
+    assert gr003(decode + "extra-planning-methods = _prepare_*\n") == []  # ...unless configured so

@@ -58,31 +58,51 @@ def test_capture_arm_uniform_replay_arm_cumsum():
     assert "data-dependent cumsum" in finding.message and "uniform-stride" in finding.message
 
 
-def test_fresh_tensor_bound_only_at_replay():
-    code = """
-    class FooBackend(AttentionBackend):
-        def init_forward_metadata_capture_cuda_graph(self, bs, num_tokens, req_pool_indices, seq_lens, encoder_lens, forward_mode, spec_info):
-            self.forward_metadata = self.graph_metadata[bs]
+#: The legacy CUDA-graph API (SGLang <= 0.5.12): one method per path.
+LEGACY_API = """
+class {backend}(AttentionBackend):
+    def init_forward_metadata_capture_cuda_graph(self, bs, num_tokens, req_pool_indices, seq_lens, encoder_lens, forward_mode, spec_info):
+{capture}
 
-        def init_forward_metadata_replay_cuda_graph(self, bs, req_pool_indices, seq_lens, seq_lens_sum, encoder_lens, forward_mode, spec_info, seq_lens_cpu):
-            metadata = self.graph_metadata[bs]
-            metadata.page_table = torch.zeros(bs, 128)
-            metadata.num_splits = self.cuda_graph_num_splits[: bs + 1]
-    """
+    def init_forward_metadata_replay_cuda_graph(self, bs, req_pool_indices, seq_lens, seq_lens_sum, encoder_lens, forward_mode, spec_info, seq_lens_cpu):
+{replay}
+"""
+
+
+def legacy_api(backend: str, capture: str, replay: str) -> str:
+    """A backend on the legacy API with these method bodies (any indentation)."""
+
+    def body(code: str) -> str:
+        return textwrap.indent(textwrap.dedent(code).strip("\n"), " " * 8)
+
+    return LEGACY_API.replace("{backend}", backend).replace("{capture}", body(capture)).replace("{replay}", body(replay))
+
+
+def test_fresh_tensor_bound_only_at_replay():
+    code = legacy_api(
+        "FooBackend",
+        capture="self.forward_metadata = self.graph_metadata[bs]",
+        replay="""
+        metadata = self.graph_metadata[bs]
+        metadata.page_table = torch.zeros(bs, 128)
+        metadata.num_splits = self.cuda_graph_num_splits[: bs + 1]
+        """,
+    )
     (finding,) = lint(code)
     assert "page_table" in finding.message and "never on the capture path" in finding.message
 
 
 def test_views_of_persistent_buffers_and_kv_side_scalars_are_fine():
     # sglang FlashMLABackend: replay rebinds fields to views of buffers bound at capture
-    code = """
-    class FlashMLABackend(AttentionBackend):
-        def init_forward_metadata_capture_cuda_graph(self, bs, num_tokens, req_pool_indices, seq_lens, encoder_lens, forward_mode, spec_info):
-            self.forward_metadata = FlashMLADecodeMetadata(self.cuda_graph_mla_metadata, self.cuda_graph_num_splits[: bs + 1])
-
-        def init_forward_metadata_replay_cuda_graph(self, bs, req_pool_indices, seq_lens, seq_lens_sum, encoder_lens, forward_mode, spec_info, seq_lens_cpu):
-            self.forward_metadata.mla_metadata = self.cuda_graph_mla_metadata_view
-            self.forward_metadata.num_splits = self.cuda_graph_num_splits_view
-            self.forward_metadata.max_seq_len_k = seq_lens_cpu.max().item()
-    """
+    code = legacy_api(
+        "FlashMLABackend",
+        capture="""
+        self.forward_metadata = FlashMLADecodeMetadata(self.cuda_graph_mla_metadata, self.cuda_graph_num_splits[: bs + 1])
+        """,
+        replay="""
+        self.forward_metadata.mla_metadata = self.cuda_graph_mla_metadata_view
+        self.forward_metadata.num_splits = self.cuda_graph_num_splits_view
+        self.forward_metadata.max_seq_len_k = seq_lens_cpu.max().item()
+        """,
+    )
     assert lint(code) == []

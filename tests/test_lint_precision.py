@@ -155,3 +155,25 @@ def test_gr001_helper_two_levels_deep_and_guarded_caller():
     (finding,) = lint(code, GR001)
     assert finding.symbol == "FooBackend.forward_decode"
     assert "`self._outer()` -> `self._inner()`" in finding.message
+
+
+def test_gr001_resolves_a_kernel_imported_under_an_alias_in_the_method():
+    code = """
+    class FooBackend(AttentionBackend):
+        def forward_decode(self, q, k, v, layer, forward_batch):
+            from flashinfer.decode import trtllm_batch_decode_with_kv_cache as decode_kernel
+            return decode_kernel(query=q, batch_size=forward_batch.batch_size)
+    """
+    (finding,) = lint(code, GR001)
+    assert finding.line == 4 and "`trtllm_batch_decode_with_kv_cache()`" in finding.message
+
+
+def test_gr001_an_alias_named_like_a_kernel_is_the_function_it_imports():
+    code = """
+    from mylib import log_size as trtllm_batch_decode_with_kv_cache
+
+    class FooBackend(AttentionBackend):
+        def forward_decode(self, q, k, v, layer, forward_batch):
+            return trtllm_batch_decode_with_kv_cache(query=q, batch_size=forward_batch.batch_size)
+    """
+    assert lint(code, GR001) == []

@@ -12,7 +12,7 @@ import zipfile
 
 import pytest
 
-from guardrails.cli import main
+from fmha_guard.cli import main
 from tests.conftest import published_wheel
 
 jsonschema = pytest.importorskip("jsonschema")
@@ -95,3 +95,22 @@ def test_sarif_content(tmp_path, capsys):
     _, moved = _sarif(capsys, str(tmp_path))
     fp = {r["ruleId"]: r["partialFingerprints"] for r in moved["runs"][0]["results"]}
     assert fp["GR001"] == hit["partialFingerprints"]
+
+
+def test_sarif_help_renders_as_markdown_for_every_rule(tmp_path, capsys):
+    (tmp_path / "foo_backend.py").write_text(BUGGY)
+    _, log = _sarif(capsys, str(tmp_path), "--select", "GR001,GR002,GR003,GR004,GR101,GR102")
+    rules = log["runs"][0]["tool"]["driver"]["rules"]
+    assert {r["id"] for r in rules} == {"GR001", "GR002", "GR003", "GR004", "GR101", "GR102", "GR900", "GR901"}
+    for rule in rules:
+        markdown = rule["help"]["markdown"]
+        assert markdown == rule["help"]["text"] == rule["fullDescription"]["text"]
+        assert markdown.splitlines()[0] == rule["shortDescription"]["text"]
+        assert not markdown[:1].isspace() and "\n## What it does\n" in markdown, rule["id"]
+        # no indented (code-block) prose: four leading spaces occur only inside ``` fences
+        fenced = False
+        for line in markdown.splitlines():
+            if line.startswith("```"):
+                fenced = not fenced
+            assert fenced or not line.startswith("    "), (rule["id"], line)
+        assert not fenced and "```python" in markdown

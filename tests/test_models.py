@@ -75,6 +75,44 @@ def test_import_guardrails_without_torch():
     assert int(out.stdout.strip()) >= 11
 
 
+def test_every_guardrails_module_imports_without_torch_and_config_without_pydantic():
+    code = textwrap.dedent(
+        """
+        import importlib, pkgutil, sys
+        sys.modules["torch"] = None
+        sys.modules["pydantic"] = None  # guardrails.config runs at interpreter start
+        import guardrails.config
+        del sys.modules["pydantic"]
+        import guardrails, guardrails.invariants
+        names = [m.name for package in (guardrails, guardrails.invariants)
+                 for m in pkgutil.iter_modules(package.__path__, package.__name__ + ".")]
+        for name in names:
+            importlib.import_module(name)
+        assert {"guardrails.validation", "guardrails.invariants.page_id_range"} <= set(names), names
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+
+
+def test_version_is_the_installed_distributions(monkeypatch):
+    import importlib.metadata
+
+    import guardrails
+
+    assert guardrails.__version__ == importlib.metadata.version("fmha-guardrails")
+    assert "__version__" in dir(guardrails)
+
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.delitem(vars(guardrails), "__version__", raising=False)
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)
+    assert guardrails.__version__ == "0+unknown"
+
+
 # ----------------------------------------------------------- forward modes
 
 class SglangForwardMode(enum.IntEnum):  # stands in for sglang's ForwardMode

@@ -57,11 +57,8 @@ def test_whole_sglang_0_5_23_audits_without_a_crash():
     assert not [f for f in srt if f.rule == "GR003"]
     # GR003 does see the routing: ignore the CUDA-graph metadata and it fires.
     text = zipfile.ZipFile(wheel).read(TRTLLM_MHA).decode()
-
-    class EagerOnly(find_rule("GR003")):
-        METADATA_METHODS = ("init_forward_metadata",)
-
-    findings, errors, _ = lint_source(TRTLLM_MHA, text, [EagerOnly], LintConfig())
+    eager_only = LintConfig(planning_methods=("init_forward_metadata",))
+    findings, errors, _ = lint_source(TRTLLM_MHA, text, [find_rule("GR003")], eager_only)
     assert errors == [] and [f.symbol for f in findings] == ["TRTLLMHAAttnBackend.forward_extend"]
 
 

@@ -69,6 +69,23 @@ KERNELS = (
     "|attention_decode_bf16|_run_\\w*_kernel|_launch_\\w*_kernel"
 )
 
+#: semgrep pattern-list items: the match lies inside an attention-backend class (its name
+#: or a base name says Backend / AttentionImpl), as the rules' ``is_backend_class``.
+IN_BACKEND_CLASS = textwrap.dedent(
+    r"""
+    - pattern-either:
+        - pattern-inside: |
+            class $CLS(...):
+              ...
+        - pattern-inside: |
+            class $CLS:
+              ...
+    - metavariable-regex:
+        metavariable: $CLS
+        regex: (?i).*(backend|attentionimpl|attnimpl).*
+    """
+).strip("\n")
+
 SEMGREP_RULES = textwrap.dedent(
     r"""
     rules:
@@ -91,16 +108,7 @@ SEMGREP_RULES = textwrap.dedent(
           - pattern: $A == $B
         pattern-sinks:
           - patterns:
-              - pattern-either:
-                  - pattern-inside: |
-                      class $CLS(...):
-                        ...
-                  - pattern-inside: |
-                      class $CLS:
-                        ...
-              - metavariable-regex:
-                  metavariable: $CLS
-                  regex: (?i).*(backend|attentionimpl|attnimpl).*
+              __IN_BACKEND_CLASS__
               - pattern-inside: |
                   def $METHOD(...):
                     ...
@@ -126,16 +134,7 @@ SEMGREP_RULES = textwrap.dedent(
                   regex: ^(dtype|\w*_dtype|\w*_fp8|store_dtype|head_num|head_dim|v_head_dim|kv_lora_rank|qk_rope_head_dim|page_size|device|kv_cache_dim|\w*layout\w*|\w*vec5d\w*|\w*interleaved\w*|\w*quant_method\w*|present_ratios|get_v_head_dim|get_head_dim|layer_num|start_layer|end_layer)$
         pattern-sinks:
           - patterns:
-              - pattern-either:
-                  - pattern-inside: |
-                      class $CLS(...):
-                        ...
-                  - pattern-inside: |
-                      class $CLS:
-                        ...
-              - metavariable-regex:
-                  metavariable: $CLS
-                  regex: (?i).*(backend|attentionimpl|attnimpl).*
+              __IN_BACKEND_CLASS__
               - pattern-inside: |
                   def __init__(...):
                     ...
@@ -143,7 +142,7 @@ SEMGREP_RULES = textwrap.dedent(
               - pattern-not-inside: self.token_to_kv_pool = $MR.token_to_kv_pool
               - pattern: $VALUE
     """
-).replace("__KERNELS__", KERNELS)
+).replace("__KERNELS__", KERNELS).replace("__IN_BACKEND_CLASS__", textwrap.indent(IN_BACKEND_CLASS, " " * 10).lstrip())
 
 
 def sh(cmd: list[str], **kw) -> subprocess.CompletedProcess[str]:

@@ -2,58 +2,98 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import replace
 
 import libcst as cst
 
 from .backend_scope import iter_backend_classes, iter_methods
+from .cst_analysis import iter_calls, keyword_arg
 from .dataflow import Classifier, FlowState, FlowWalker, Verdict, tainted_parts
-from .helper_summary import HelperSummaries
 from .forward_batch_facts import forward_batch_params, is_batch_size_read
-from .rule import Finding, Invalid, LintRule, ModuleContext, Valid, callee_name, iter_calls
+from .helper_summary import HelperSummaries
+from .rule import Finding, LintRule, ModuleContext, Replacement
+from .rule_info import Invalid, Valid
+
+#: The fix: ``batch_size=`` is sized from the ``cum_seq_lens_q=`` the same call passes.
+SIZE_KEYWORD = "batch_size"
+OFFSETS_KEYWORD = "cum_seq_lens_q"
+#: Expressions that may take ``.shape`` without parentheses.
+_PRIMARY = (cst.Name, cst.Attribute, cst.Subscript, cst.Call)
 
 
 class PaddedBatchSizeInKernelCall(LintRule):
-    """A DP-padded ``forward_batch.batch_size`` reaches an FMHA kernel at forward time.
+    """A DP-padded `forward_batch.batch_size` reaches an FMHA kernel at forward time.
 
-    What it does:
-        In an attention backend's forward-time methods (``forward_extend``,
-        ``forward_decode``, ``_forward_*``), flags a kernel-call argument whose value is
-        derived from ``forward_batch.batch_size``: the attribute itself, a local alias
-        (``bs = forward_batch.batch_size``), arithmetic on it, or a tensor sized or
-        sliced by it (``out = torch.empty(bs, ...)``). Metadata planners
-        (``init_forward_metadata*``, CUDA-graph metadata methods) are not forward-time
-        code. A dominating guard that re-plans or raises when the sizes disagree
-        (``if metadata.batch_size < forward_batch.batch_size:
-        self.init_forward_metadata(forward_batch)``) makes later uses safe. The value is
-        followed into ``self`` helper methods (two levels): a call
-        ``self._helper(..., batch_size=bs)`` whose helper hands that parameter on to a
-        kernel is reported at the call site, under the calling method's symbol.
+    ## What it does
+    In an attention backend's forward-time methods (`forward_extend`, `forward_decode`,
+    `_forward_*`), flags a kernel-call argument whose value is derived from
+    `forward_batch.batch_size`: the attribute itself, a local alias
+    (`bs = forward_batch.batch_size`), arithmetic on it, or a tensor sized or sliced by
+    it (`out = torch.empty(bs, ...)`). Metadata planners (`init_forward_metadata*`,
+    CUDA-graph metadata methods) are not forward-time code. A dominating guard that
+    re-plans or raises when the sizes disagree
+    (`if metadata.batch_size < forward_batch.batch_size: self.init_forward_metadata(forward_batch)`)
+    makes later uses safe. The value is followed into `self` helper methods (two
+    levels): a call `self._helper(..., batch_size=bs)` whose helper hands that
+    parameter on to a kernel is reported at the call site, under the calling method's
+    symbol. Kernels are recognized by name, import aliases resolved
+    (`from flashinfer.prefill import trtllm_batch_context_with_kv_cache as context_kernel`).
 
-    Why is this bad?
-        With DP attention, SGLang pads the batch (``prepare_mlp_sync_batch``) after the
-        attention metadata is planned: ``forward_batch.batch_size`` becomes 12 while
-        ``cu_seqlens_q`` still holds 10 requests. The kernel then walks 12 requests'
-        offsets and page-table rows: it reads past ``cu_seqlens_q`` and crashes with an
-        illegal memory access, or silently attends over garbage. SGLang #21649 fixed
-        exactly this in ``TRTLLMHAAttnBackend.forward_extend``.
+    Autofix (`--fix` / `--diff`): where the flagged call also passes
+    `cum_seq_lens_q=X`, `batch_size=` becomes `X.shape[0] - 1`, with `X` as written; the
+    fix is kept only if the call is clean afterwards.
 
-    Example:
-        o = flashinfer.prefill.trtllm_batch_context_with_kv_cache(
-            ..., batch_size=forward_batch.batch_size,
-            cum_seq_lens_q=self.forward_metadata.cu_seqlens_q, ...)
+    ## Why is this bad?
+    With DP attention, SGLang pads the batch (`prepare_mlp_sync_batch`) after the
+    attention metadata is planned: `forward_batch.batch_size` becomes 12 while
+    `cu_seqlens_q` still holds 10 requests. The kernel then walks 12 requests' offsets
+    and page-table rows: it reads past `cu_seqlens_q` and crashes with an illegal
+    memory access, or silently attends over garbage. SGLang #21649 fixed exactly this
+    in `TRTLLMHAAttnBackend.forward_extend`.
 
-    Use instead:
-        Take every size from the metadata the kernel reads:
-        ``batch_size=self.forward_metadata.cu_seqlens_q.shape[0] - 1``.
+    ## Known problems
+    The value is followed through local names, both arms of an `if`, loops and `self`
+    helpers two levels deep; not through attributes of other objects, containers
+    filled elsewhere, or functions of other modules. A guard counts only when it
+    re-plans (`extra-replan-calls`) or raises.
+
+    ## Example
+    ```python
+    o = flashinfer.prefill.trtllm_batch_context_with_kv_cache(
+        query=q,
+        batch_size=forward_batch.batch_size,
+        cum_seq_lens_q=self.forward_metadata.cu_seqlens_q,
+    )
+    ```
+
+    ## Use instead
+    Take every size from the metadata the kernel reads:
+    ```python
+    o = flashinfer.prefill.trtllm_batch_context_with_kv_cache(
+        query=q,
+        batch_size=self.forward_metadata.cu_seqlens_q.shape[0] - 1,
+        cum_seq_lens_q=self.forward_metadata.cu_seqlens_q,
+    )
+    ```
+
+    ## Options
+    - `extra-kernel-calls`: more FMHA kernel entry points.
+    - `extra-ignored-kernel-args`: kernel keywords that carry no batch extent.
+    - `extra-forward-methods` / `extra-planning-methods`: which methods run at forward time.
+    - `extra-replan-calls`: calls after which the metadata matches the batch.
+
+    ## References
+    - [SGLang #21649](https://github.com/sgl-project/sglang/pull/21649): the trtllm
+      context kernel takes its batch size from `cu_seqlens_q`.
     """
 
     CODE = "GR001"
     NAME = "padded-batch-size-in-kernel-call"
     MESSAGE = "DP-padded `forward_batch.batch_size` reaches an FMHA kernel (SGLang #21649):"
     WORDS = ("batch_size", "forward_batch")
+    FIXABLE = True
 
     VALID = [
         Valid(
@@ -170,10 +210,30 @@ class PaddedBatchSizeInKernelCall(LintRule):
                 def forward_extend(self, q, k, v, layer, forward_batch, save_kv_cache=True):
                     o = flashinfer.prefill.trtllm_batch_context_with_kv_cache(
                         query=q,
-                        batch_size=forward_batch.batch_size,
+                        batch_size=forward_batch.batch_size,  # padded
                         cum_seq_lens_q=self.forward_metadata.cu_seqlens_q,
                     )
                     return o
+            """,
+            line=5,
+            expected_replacement="""
+            class TRTLLMHAAttnBackend(AttentionBackend):
+                def forward_extend(self, q, k, v, layer, forward_batch, save_kv_cache=True):
+                    o = flashinfer.prefill.trtllm_batch_context_with_kv_cache(
+                        query=q,
+                        batch_size=self.forward_metadata.cu_seqlens_q.shape[0] - 1,  # padded
+                        cum_seq_lens_q=self.forward_metadata.cu_seqlens_q,
+                    )
+                    return o
+            """,
+        ),
+        Invalid(  # the kernel under an import alias
+            """
+            from flashinfer.prefill import trtllm_batch_context_with_kv_cache as context_kernel
+
+            class TRTLLMHAAttnBackend(AttentionBackend):
+                def forward_extend(self, q, k, v, layer, forward_batch):
+                    return context_kernel(query=q, batch_size=forward_batch.batch_size)
             """,
             line=5,
         ),
@@ -231,7 +291,7 @@ class PaddedBatchSizeInKernelCall(LintRule):
         findings: list[Finding] = []
         for cls in iter_backend_classes(ctx.module):
             methods = {fn.name.value: fn for fn in iter_methods(cls)}
-            helpers = HelperSummaries(methods, lambda fn: self._classifier(fn, helpers))
+            helpers = HelperSummaries(methods, lambda fn: self._classifier(fn, helpers), ctx.callee)
             per_method: dict[str, list[Finding]] = {}
             #: method name -> guard state at each forward-time `self.<method>(...)` call
             call_sites: dict[str, list[bool]] = defaultdict(list)
@@ -239,8 +299,7 @@ class PaddedBatchSizeInKernelCall(LintRule):
                 if not self.config.is_forward_method(fn.name.value):
                     continue
                 if forward_batch_params(fn):
-                    symbol = f"{cls.name.value}.{fn.name.value}"
-                    per_method[fn.name.value] = self._check_method(ctx, fn, helpers, symbol, call_sites)
+                    per_method[fn.name.value] = self._check_method(ctx, fn, helpers, call_sites)
             for name, found in per_method.items():
                 sites = call_sites.get(name, [])
                 if name.startswith("_") and sites and all(sites):
@@ -277,7 +336,6 @@ class PaddedBatchSizeInKernelCall(LintRule):
         ctx: ModuleContext,
         fn: cst.FunctionDef,
         helpers: HelperSummaries,
-        symbol: str,
         call_sites: dict[str, list[bool]],
     ) -> list[Finding]:
         findings: list[Finding] = []
@@ -286,31 +344,27 @@ class PaddedBatchSizeInKernelCall(LintRule):
         def on_statement(node: cst.CSTNode, state: FlowState) -> FlowState | None:
             calls = list(iter_calls(node))
             for call in calls:
-                if helpers.helper_of(call) is not None:
-                    call_sites[callee_name(call) or ""].append(state.guarded)
+                helper = helpers.helper_of(call)
+                if helper is not None:
+                    call_sites[helper.name.value].append(state.guarded)
             if state.guarded:
                 return None
-            if any(self.config.is_replan_call(callee_name(c) or "") for c in calls):
+            if any(self.config.is_replan_call(ctx.callee(c) or "") for c in calls):
                 return replace(state, guarded=True)  # re-planned for the batch as it is now
             for call in calls:
-                kernel = callee_name(call)
+                kernel = ctx.callee(call)
                 if kernel is None or not self.config.is_kernel_call(kernel):
                     if helpers.helper_of(call) is not None:
-                        findings.extend(self._helper_sinks(ctx, fn, symbol, call, state, classify, helpers))
+                        findings.extend(self._helper_sinks(ctx, fn, call, state, classify, helpers))
                     continue
                 tainted = self._tainted_kernel_args(call, state, classify)
                 if tainted:
                     shown = ", ".join(f"`{ctx.code_of_arg(a)}`" for a in tainted)
-                    findings.append(
-                        self.finding(
-                            ctx,
-                            tainted[0],
-                            fn,
-                            symbol,
-                            f"{shown} passed to `{kernel}()`; take the size from the metadata "
-                            "the kernel reads (e.g. `cu_seqlens_q.shape[0] - 1`).",
-                        )
+                    detail = (
+                        f"{shown} passed to `{kernel}()`; take the size from the metadata "
+                        "the kernel reads (e.g. `cu_seqlens_q.shape[0] - 1`)."
                     )
+                    findings.append(self.finding(ctx, tainted[0], fn, detail, self._fix(call)))
             return None
 
         holders = forward_batch_params(fn)
@@ -320,7 +374,7 @@ class PaddedBatchSizeInKernelCall(LintRule):
 
         def after_if(stmt: cst.If, before: FlowState, after: FlowState) -> FlowState:
             # `if metadata.batch_size < forward_batch.batch_size: <re-plan or raise>`
-            if tainted_parts(stmt.test, before, size_read) and self._replans_or_raises(stmt.body):
+            if tainted_parts(stmt.test, before, size_read) and self._replans_or_raises(ctx, stmt.body):
                 return replace(after, guarded=True)
             return after
 
@@ -342,7 +396,6 @@ class PaddedBatchSizeInKernelCall(LintRule):
         self,
         ctx: ModuleContext,
         fn: cst.FunctionDef,
-        symbol: str,
         call: cst.Call,
         state: FlowState,
         classify: Classifier,
@@ -358,7 +411,7 @@ class PaddedBatchSizeInKernelCall(LintRule):
         config = self.config
 
         def sink_args(c: cst.Call, st: FlowState, inner: Classifier) -> list[str] | None:
-            name = callee_name(c)
+            name = ctx.callee(c)
             if name is None or not config.is_kernel_call(name):
                 return None
             return [ctx.code_of_arg(a) for a in self._tainted_kernel_args(c, st, inner)]
@@ -368,7 +421,7 @@ class PaddedBatchSizeInKernelCall(LintRule):
             state,
             classify,
             sink_args,
-            lambda c: config.is_replan_call(callee_name(c) or ""),
+            lambda c: config.is_replan_call(ctx.callee(c) or ""),
             param_classifier=lambda helper: self._classifier(helper, helpers, reads_forward_batch=False),
         )
         if not sinks:
@@ -379,21 +432,17 @@ class PaddedBatchSizeInKernelCall(LintRule):
         first = sinks[0]
         via = " -> ".join(f"`self.{h}()`" for h in first.via)
         inner_args = ", ".join(f"`{a}`" for a in first.args)
-        return [
-            self.finding(
-                ctx,
-                anchor,
-                fn,
-                symbol,
-                f"{shown} passed to {via}, which passes it to `{first.kernel}()` as {inner_args}; "
-                "take the size from the metadata the kernel reads (e.g. `cu_seqlens_q.shape[0] - 1`).",
-            )
-        ]
+        detail = (
+            f"{shown} passed to {via}, which passes it to `{first.kernel}()` as {inner_args}; "
+            "take the size from the metadata the kernel reads (e.g. `cu_seqlens_q.shape[0] - 1`)."
+        )
+        return [self.finding(ctx, anchor, fn, detail)]
 
-    def _replans_or_raises(self, body: cst.BaseSuite) -> bool:
+    @staticmethod
+    def _replans_or_raises(ctx: ModuleContext, body: cst.BaseSuite) -> bool:
         """The guard's body re-plans the metadata (``self.init_forward_metadata*``) or raises."""
         replans = False
-        config = self.config
+        is_replan_call = ctx.config.is_replan_call
 
         class _Scan(cst.CSTVisitor):
             def visit_Raise(self, _: cst.Raise) -> None:
@@ -402,9 +451,30 @@ class PaddedBatchSizeInKernelCall(LintRule):
 
             def visit_Call(self, call: cst.Call) -> None:
                 nonlocal replans
-                name = callee_name(call)
-                if name is not None and config.is_replan_call(name):
+                name = ctx.callee(call)
+                if name is not None and is_replan_call(name):
                     replans = True
 
         body.visit(_Scan())
         return replans
+
+    @staticmethod
+    def _fix(call: cst.Call) -> Replacement | None:
+        """``batch_size=X.shape[0] - 1`` for a call that passes ``cum_seq_lens_q=X``
+        (``X`` as written, parenthesized if it must be); None when it cannot, or when the
+        call already has that form."""
+        size, offsets = keyword_arg(call, SIZE_KEYWORD), keyword_arg(call, OFFSETS_KEYWORD)
+        if size is None or offsets is None:
+            return None
+        base = offsets.value.deep_clone()
+        if not isinstance(base, _PRIMARY) and not base.lpar:
+            base = base.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
+        shape0 = cst.Subscript(
+            value=cst.Attribute(value=base, attr=cst.Name("shape")),
+            slice=[cst.SubscriptElement(slice=cst.Index(value=cst.Integer("0")))],
+        )
+        value = cst.BinaryOperation(left=shape0, operator=cst.Subtract(), right=cst.Integer("1"))
+        if size.value.deep_equals(value):
+            return None
+        args = [arg.with_changes(value=value) if arg is size else arg for arg in call.args]
+        return Replacement(call, call.with_changes(args=args))

@@ -1,16 +1,17 @@
-"""How invariant checks are declared and what they see.
+"""What an invariant check sees and returns, and the registry of checks.
 
-A check is a function ``fn(ctx: CheckContext) -> Finding | None`` registered
-with :func:`register` under one catalog id and one :class:`~guardrails.invariants.Level`.
-It returns ``None`` when the invariant holds or its inputs are absent, and a
-:class:`Finding` (what is wrong + the offending fields) otherwise; the runner in
-:mod:`guardrails.validation` turns findings into
-:class:`~guardrails.errors.FmhaInvariantError` with the catalog's cause, fix
-and source.
+A check is a function ``fn(ctx: CheckContext) -> Finding | None`` registered with
+:func:`register` as the ``SHAPES`` or ``VALUES`` part of one catalog entry
+(:class:`~guardrails.catalog_entry.Invariant`); every check lives in its invariant's
+module under :mod:`guardrails.invariants`. It returns ``None`` when the invariant holds
+or its inputs are absent, and a :class:`Finding` (what is wrong + the offending fields)
+otherwise; the runner in :mod:`guardrails.validation` turns findings into
+:class:`~guardrails.errors.FmhaInvariantError` with the catalog's cause, fix and source.
 
 ``needs`` lists invariant ids whose failure makes this check meaningless
 (e.g. per-request value checks need the batch sizes to agree); the runner
-skips the check when any of them failed or was skipped.
+skips the check when any of them failed or was skipped. The ids are checked
+against the catalog when :mod:`guardrails.invariants` assembles it.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple, Optional
 
+from .catalog_entry import Invariant
+from .config import Level
 from .forward_mode import Kernel
-from .invariants import CATALOG, Level
 from .models import AttentionBatch, GraphLayout, PagedKVCache, SlidingWindowPool
 from .tensor_facts import read_host_ints
 
@@ -34,6 +36,10 @@ class Finding(NamedTuple):
     fields: dict[str, Any]
 
 
+CheckFn = Callable[["CheckContext"], Optional[Finding]]
+"""A check: ``fn(ctx) -> Finding | None``."""
+
+
 @dataclass(frozen=True)
 class Check:
     """A registered check: the invariant it verifies, the level it needs, the
@@ -42,27 +48,34 @@ class Check:
     invariant: str
     level: Level
     needs: tuple[str, ...]
-    fn: Callable[["CheckContext"], Optional[Finding]]
+    fn: CheckFn
 
 
 CHECKS: list[Check] = []
-"""All registered checks in run order (shapes module first, then values)."""
+"""Every registered check, in the order :mod:`guardrails.invariants` imported their
+modules. The runner does not rely on that order: :func:`guardrails.validation.run_order`
+sorts by level, then catalog order."""
 
 
-def register(
-    invariant: str, level: Level, needs: tuple[str, ...] = ()
-) -> Callable[[Callable[["CheckContext"], Optional[Finding]]], Callable[["CheckContext"], Optional[Finding]]]:
+def register(invariant: Invariant, level: Level, needs: tuple[str, ...] = ()) -> Callable[[CheckFn], CheckFn]:
     """Decorator: register ``fn`` as the ``level`` part of ``invariant``.
 
-    Raises:
-        KeyError: ``invariant`` or one of ``needs`` is not in the catalog.
-    """
-    for inv_id in (invariant, *needs):
-        if inv_id not in CATALOG:
-            raise KeyError(f"check registered for unknown invariant {inv_id!r}")
+    Args:
+        invariant: the catalog entry the check verifies (its module's ``INVARIANT``).
+        level: ``Level.SHAPES`` or ``Level.VALUES``; one of ``invariant.levels``.
+        needs: ids of the invariants that must have passed for this check to mean anything.
 
-    def deco(fn):
-        CHECKS.append(Check(invariant, level, tuple(needs), fn))
+    Raises:
+        ValueError: ``level`` is not one of ``invariant.levels``.
+    """
+    if level not in invariant.levels:
+        raise ValueError(
+            f"{invariant.id} runs at {', '.join(map(str, invariant.levels))}; "
+            f"a check registered at {level} would never match its catalog entry"
+        )
+
+    def deco(fn: CheckFn) -> CheckFn:
+        CHECKS.append(Check(invariant.id, level, tuple(needs), fn))
         return fn
 
     return deco
@@ -180,6 +193,19 @@ class CheckContext:
         if counts[i] > 0:
             fields[f"kv_last_page_len[{i}]"] = self.host["kv_last_page_len"][i]
         return fields
+
+    def query_rows_field(self) -> str:
+        """The name the launch gives its query row count: ``"q.shape[0]"`` when a
+        query tensor is given, else ``"num_query_rows"``."""
+        return "q.shape[0]" if self.batch.query is not None else "num_query_rows"
+
+    def q_len_field(self, i: int) -> str:
+        """The offending-field name of request ``i``'s query length as :meth:`q_lens`
+        took it (``"cu_seqlens_q[4] - cu_seqlens_q[3]"``, or ``"q_len_per_req"``).
+        VALUES only."""
+        if "cu_seqlens_q" in self.host:
+            return f"cu_seqlens_q[{i + 1}] - cu_seqlens_q[{i}]"
+        return "q_len_per_req"
 
     def q_lens(self) -> Optional[list[int]]:
         """Per-request query lengths in tokens: differences of ``cu_seqlens_q``

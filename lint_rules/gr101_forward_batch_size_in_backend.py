@@ -8,29 +8,47 @@ import libcst as cst
 
 from .backend_scope import iter_backend_classes, iter_methods
 from .forward_batch_facts import forward_batch_params, is_batch_size_read
-from .rule import Finding, Invalid, LintRule, ModuleContext, Valid
+from .rule import Finding, LintRule, ModuleContext
+from .rule_info import Invalid, Valid
 
 
 class ForwardBatchSizeInBackend(LintRule):
-    """Any read of ``forward_batch.batch_size`` inside an attention backend (opt-in).
+    """Any read of `forward_batch.batch_size` inside an attention backend (opt-in).
 
-    What it does:
-        Flags every ``forward_batch.batch_size`` read in any method of an attention
-        backend class, planners and forward-time code alike. It is the strict form of
-        GR001 for teams that ban the field outright; select it with
-        ``--select GR101``.
+    ## What it does
+    Flags every `forward_batch.batch_size` read in any method of an attention backend
+    class, planners and forward-time code alike. It is the strict form of GR001 for
+    teams that ban the field outright; select it with `--select GR101`.
 
-    Why is this bad?
-        ``forward_batch.batch_size`` is the scheduler's (possibly DP-padded) size; the
-        kernel's truth is the metadata it reads. Every read is a place where the two
-        can disagree (SGLang #21649).
+    ## Why is this bad?
+    `forward_batch.batch_size` is the scheduler's (possibly DP-padded) size; the
+    kernel's truth is the metadata it reads. Every read is a place where the two can
+    disagree (SGLang #21649).
 
-    Example:
+    ## Known problems
+    By design it also flags reads that are correct (a planner sizing the metadata, a
+    log line); suppress those with `# fmha-guard: ignore[GR101] reason`. Only
+    parameters named `forward_batch` or annotated `ForwardBatch` are recognized.
+
+    ## Example
+    ```python
+    def init_forward_metadata(self, forward_batch):
         bs = forward_batch.batch_size
+    ```
 
-    Use instead:
-        Size from the planned metadata: ``bs = metadata.cu_seqlens_q.shape[0] - 1``,
-        or ``forward_batch.seq_lens.shape[0]`` where the planner owns padding.
+    ## Use instead
+    Size from the planned metadata, or from a tensor the planner owns:
+    ```python
+    def init_forward_metadata(self, forward_batch):
+        bs = forward_batch.seq_lens.shape[0]
+    ```
+
+    ## Options
+    None.
+
+    ## References
+    - [SGLang #21649](https://github.com/sgl-project/sglang/pull/21649): the padded size
+      reached the trtllm context kernel.
     """
 
     CODE = "GR101"
@@ -73,7 +91,6 @@ class ForwardBatchSizeInBackend(LintRule):
                 holders = forward_batch_params(fn)
                 if not holders:
                     continue
-                symbol = f"{cls.name.value}.{fn.name.value}"
                 reads: list[cst.Attribute] = []
 
                 class _Reads(cst.CSTVisitor):
@@ -82,5 +99,5 @@ class ForwardBatchSizeInBackend(LintRule):
                             reads.append(node)
 
                 fn.body.visit(_Reads())
-                findings.extend(self.finding(ctx, node, fn, symbol, "") for node in reads)
+                findings.extend(self.finding(ctx, node, fn, "") for node in reads)
         return findings
