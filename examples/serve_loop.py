@@ -43,10 +43,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from guardrails.reference_backend import (  # noqa: E402
+from runtime_checks.reference_backend import (  # noqa: E402
     CudaGraphRunner, ForwardMode, ReferenceAttnBackend, pad_forward_batch_for_dp,
 )
-from guardrails.reference_backend.workload import CPU_GEOMETRY, GPU_GEOMETRY, Geometry, Workload, max_relative_error  # noqa: E402
+from runtime_checks.reference_backend.workload import CPU_GEOMETRY, GPU_GEOMETRY, Geometry, Workload, max_relative_error  # noqa: E402
 
 
 MAX_PROMPT, MAX_NEW = 160, 48
@@ -207,7 +207,7 @@ class ServeLoop:
 
 def checks_done(loop: "ServeLoop") -> tuple[int, int]:
     """(catalog runs at shapes, at values) by the target and draft backends."""
-    a, b = loop.backend._checker, loop.draft_backend._checker
+    a, b = loop.backend._checker.counters, loop.draft_backend._checker.counters
     return a.shape_checks + b.shape_checks, a.value_checks + b.value_checks
 
 

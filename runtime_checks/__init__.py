@@ -2,7 +2,7 @@
 
 :func:`check_launch` is the hook a serving engine calls right before an FMHA
 kernel launch: it resolves the level from ``FMHA_GUARD`` (see
-:mod:`runtime_checks.level`), returns immediately when the guard is off, and
+:mod:`guardrails.config`), returns immediately when the guard is off, and
 otherwise runs :func:`guardrails.validate`.
 
 :func:`install` patches FlashInfer's entry points so every launch is checked
@@ -13,7 +13,9 @@ the installed package does this at interpreter start (:mod:`runtime_checks.start
 
 Importing this package is cheap (standard library only): the names above are
 loaded on first access, because the startup files import
-:mod:`runtime_checks.startup` in every interpreter of the environment.
+:mod:`runtime_checks.startup` in every interpreter of the environment. Of the
+subpackages only :mod:`runtime_checks.reference_backend` (a reference attention
+backend with SGLang's interface) imports torch, when imported itself.
 """
 
 from __future__ import annotations
@@ -22,16 +24,13 @@ TYPE_CHECKING = False  # not typing's: the startup files import this package, ke
 if TYPE_CHECKING:
     from typing import Any, Optional, Union
 
-    from guardrails.invariants import Level
+    from guardrails.config import Level
     from guardrails.models import AttentionBatch, GraphLayout, PagedKVCache, SlidingWindowPool
 
     from .activation import guarded, install, is_installed, uninstall
-    from .level import ENV_VAR, level_from_env
 
 __all__ = [
     "check_launch",
-    "level_from_env",
-    "ENV_VAR",
     "install",
     "uninstall",
     "guarded",
@@ -39,8 +38,6 @@ __all__ = [
 ]
 
 _LAZY = {
-    "level_from_env": ".level",
-    "ENV_VAR": ".level",
     "install": ".activation",
     "uninstall": ".activation",
     "guarded": ".activation",
@@ -77,21 +74,22 @@ def check_launch(
         batch, kv_cache, swa_pool, captured: as :func:`guardrails.validate`
             (index tensors int32 ``[batch_size + 1]`` / ``[batch_size]`` /
             ``[batch_size, max_pages_per_req]``, lengths in tokens).
-        level: explicit level; ``None`` (default) reads ``FMHA_GUARD`` on every
-            call, so it can be flipped in a running process.
+        level: explicit level (as :func:`guardrails.config.parse_level` reads it);
+            ``None`` (default) reads ``FMHA_GUARD`` on every call
+            (:meth:`guardrails.config.GuardConfig.from_env`: unset means off), so it can
+            be flipped in a running process.
 
     Returns immediately (no work at all) when the level is OFF.
 
     Raises:
         FmhaInvariantError: the first violated invariant.
-        ValueError: ``FMHA_GUARD`` (or ``level``) holds an unknown value.
+        GuardConfigError: ``FMHA_GUARD`` (or ``level``) holds an unknown value (a ``ValueError``).
     """
-    from guardrails.invariants import Level
-    from guardrails.validation import validate
+    from guardrails.config import GuardConfig, Level, parse_level
 
-    from .level import level_from_env
-
-    resolved = level_from_env() if level is None else Level.parse(level)
+    resolved = GuardConfig.from_env().level if level is None else parse_level(level, setting="level")
     if resolved is Level.OFF:
         return
+    from guardrails.validation import validate
+
     validate(batch, kv_cache, swa_pool, level=resolved, captured=captured)

@@ -1,7 +1,8 @@
 """Turn the runtime guard on and off: patch FlashInfer's entry points, and put them back.
 
-:func:`install` sets the level and action (:func:`runtime_checks.state.configure`)
-and wraps every entry point of :data:`runtime_checks.entry_points.ENTRY_POINTS`
+:func:`install` sets the level and action (read by
+:meth:`guardrails.config.GuardConfig.resolve`, set by :func:`runtime_checks.state.configure`)
+and wraps every entry point of :data:`runtime_checks.kernel_specs.ENTRY_POINTS`
 with :func:`runtime_checks.launch_guard.make_guard`:
 
 * entry points whose module is already imported are patched at once;
@@ -11,8 +12,10 @@ with :func:`runtime_checks.launch_guard.make_guard`:
   ``from flashinfer.decode import X`` both see the guarded object).
 
 ``FMHA_GUARD=shapes|values`` gets here through :mod:`runtime_checks.startup`,
-which arms the guard at interpreter start and calls :func:`install` at the
-first ``flashinfer`` import.
+which arms the guard at interpreter start (:mod:`runtime_checks.armed`); the armed
+guard calls :func:`install` at the first ``flashinfer`` import. This module does not
+import the startup module: it settles or drops the armed guard through
+:mod:`runtime_checks.armed`.
 
 A function (``flashinfer.decode.trtllm_batch_decode_with_kv_cache``) is replaced
 in its module, and every other reference to the very same function object is
@@ -51,18 +54,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
-from guardrails.invariants import Level
+from guardrails.config import Action, GuardConfig, Level
 
-from . import startup
-from .entry_points import ENTRY_POINTS, EntryPoint
+from . import armed
+from .armed import ROOT_PACKAGE
 from .import_hook import PostImportFinder
-from .level import action_from_env, level_from_env
+from .kernel_specs import ENTRY_POINTS, EntryPoint
 from .state import STATE, GuardState, configure, log
 
 __all__ = ["install", "uninstall", "guarded", "is_installed", "import_hook_finder", "ROOT_PACKAGE"]
-
-ROOT_PACKAGE = "flashinfer"
-"""Modules named this or ``flashinfer.*`` are searched for re-exports by identity."""
 
 _MISSING = object()
 _lock = threading.RLock()
@@ -73,29 +73,31 @@ _reported: set[tuple[EntryPoint, str]] = set()
 
 # ---------------------------------------------------------------- public API
 
-def install(level: Union[Level, str, int, None] = None, action: Optional[str] = None) -> None:
+def install(level: Union[Level, str, int, None] = None, action: Union[Action, str, None] = None) -> None:
     """Guard every FlashInfer entry point, now and when its module is imported.
 
     Args:
-        level: ``"off"``/``"shapes"``/``"values"`` (or 0/1/2, or a :class:`Level`);
+        level: ``"off"``/``"shapes"``/``"values"`` (any case, or 0/1/2, or a :class:`Level`);
             ``None`` reads ``FMHA_GUARD``. At OFF the entry points are still patched
             but pass straight through until the level is raised.
-        action: ``"raise"`` or ``"warn"``; ``None`` reads ``FMHA_GUARD_ACTION``
-            (default ``raise``).
+        action: ``"raise"`` or ``"warn"`` (any case, or an :class:`Action`); ``None``
+            reads ``FMHA_GUARD_ACTION`` (default ``raise``).
+
+    Levels (and actions) parse as :func:`guardrails.config.parse_level` (``parse_action``)
+    does, from the environment too (:meth:`guardrails.config.GuardConfig.resolve`).
 
     Calling it again only reconfigures (no double wrapping) and patches entry
     points whose modules were imported or reloaded since. It replaces a guard
     armed at interpreter start (:mod:`runtime_checks.startup`).
 
     Raises:
-        ValueError: an unknown level or action (nothing is patched then).
+        GuardConfigError: an unknown level or action (a ``ValueError``; nothing is patched then).
     """
-    resolved_level = level_from_env() if level is None else Level.parse(level)
-    resolved_action = action_from_env() if action is None else action
+    config = GuardConfig.resolve(level, action)
     global _finder
     with _lock:
-        configure(resolved_level, resolved_action)
-        startup.disarm()
+        configure(config.level, config.action)
+        armed.disarm()
         if _finder is None:
             _finder = PostImportFinder({ROOT_PACKAGE, *(e.module for e in ENTRY_POINTS)}, _on_module_executed)
             _finder.register()
@@ -122,7 +124,7 @@ def uninstall() -> None:
     """
     global _finder
     with _lock:
-        startup.disarm()
+        armed.disarm()
         if _finder is not None:
             _finder.unregister()
             _finder = None
@@ -140,7 +142,7 @@ def is_installed() -> bool:
     A guard armed at interpreter start that has not fired yet (no ``flashinfer``
     import so far) is installed by this call, so the answer is True for it.
     """
-    startup.settle()
+    armed.settle()
     return _finder is not None
 
 
@@ -150,7 +152,7 @@ def import_hook_finder() -> Optional[PostImportFinder]:
 
 
 @contextmanager
-def guarded(level: Union[Level, str, int] = "shapes", action: str = "raise") -> Iterator[GuardState]:
+def guarded(level: Union[Level, str, int] = Level.SHAPES, action: Union[Action, str] = Action.RAISE) -> Iterator[GuardState]:
     """Install the guard at ``level``/``action`` for a ``with`` block (or a decorated call).
 
     Yields :data:`runtime_checks.state.STATE` (level, action, counters). On exit the
@@ -158,7 +160,7 @@ def guarded(level: Union[Level, str, int] = "shapes", action: str = "raise") -> 
     previous level and action. Blocks nest.
 
     Raises:
-        ValueError: an unknown level or action (on entry).
+        GuardConfigError: an unknown level or action (a ``ValueError``; on entry).
     """
     with _lock:
         was_installed = is_installed()

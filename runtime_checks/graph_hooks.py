@@ -5,9 +5,14 @@ wrapper of the FMHA entry point does not run again at replay, so the guard canno
 check a replayed launch there. Instead, while ``torch.cuda.CUDAGraph`` captures,
 every guarded launch is recorded with the shape-level :class:`~guardrails.GraphLayout`
 it bakes in (no tensor data is read during capture); and just before
-``CUDAGraph.replay()``, at the ``values`` level, each recorded launch is checked
-against the contents its metadata buffers were refilled with (``graph-replay-layout``
-and every value invariant), one device-to-host copy per distinct metadata.
+``CUDAGraph.replay()`` each recorded launch is handed to the replay check given to
+:func:`install` (the guard's :func:`runtime_checks.launch_guard.check_replay`: at the
+``values`` level, against the contents its metadata buffers were refilled with,
+``graph-replay-layout`` and every value invariant, one device-to-host copy per distinct
+metadata).
+
+This module holds the records and the patched methods, no policy: what a replay
+check does (and at which level) is the check's business.
 """
 
 from __future__ import annotations
@@ -17,22 +22,24 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from guardrails.invariants import Level
 from guardrails.models import AttentionBatch, GraphLayout, PagedKVCache
 
-from .state import STATE
+__all__ = ["RECORDS", "capturing", "current_graph", "record", "install", "uninstall", "ReplayCheck"]
+
+ReplayCheck = Callable[[AttentionBatch, "PagedKVCache | None", GraphLayout], None]
+"""Called before each ``replay()`` with every launch recorded into the graph; raises to stop the replay."""
 
 #: graph -> distinct launches captured into it: key -> (batch, kv cache, layout baked in)
 RECORDS: "weakref.WeakKeyDictionary[Any, dict[tuple, tuple[AttentionBatch, PagedKVCache | None, GraphLayout]]]" = (
     weakref.WeakKeyDictionary()
 )
-#: the graph being captured (a stack: capture does not nest, but be safe); launch_guard
-#: reads its truthiness on every launch, so it is a plain list, not a function call
+#: the graph being captured (a stack: capture does not nest, but be safe); the launch
+#: checker reads its truthiness on every launch, so it is a plain list, not a function call
 capturing: list[Any] = []
 #: (patched class, method name) -> the original method
 _originals: dict[tuple[type, str], Callable[..., Any]] = {}
-#: called at replay with each record; set by launch_guard (raises or warns per STATE.action)
-replay_checker: Callable[[AttentionBatch, PagedKVCache | None, GraphLayout], None] | None = None
+#: the replay check :func:`install` was given (``None`` until then, and after :func:`uninstall`)
+_replay_check: ReplayCheck | None = None
 
 
 def current_graph() -> Any:
@@ -90,9 +97,10 @@ def _capture_end(self, *args: Any, **kwargs: Any) -> Any:
 
 
 def _replay(self, *args: Any, **kwargs: Any) -> Any:
-    if STATE.level >= Level.VALUES and replay_checker is not None:
+    check = _replay_check
+    if check is not None:
         for batch, cache, layout in RECORDS.get(self, {}).values():
-            replay_checker(batch, cache, layout)
+            check(batch, cache, layout)
     return _original(self, "replay")(self, *args, **kwargs)
 
 
@@ -104,12 +112,22 @@ def _torch_graph_class() -> Any:
     return getattr(getattr(torch, "cuda", None), "CUDAGraph", None)
 
 
-def install(graph_cls: Any = None) -> bool:
+def install(graph_cls: Any = None, *, replay_check: ReplayCheck) -> bool:
     """Patch ``torch.cuda.CUDAGraph`` (only if torch is already imported; ``graph_cls``
-    patches another class with the same protocol, for tests). Idempotent."""
+    patches another class with the same protocol, for tests). Idempotent.
+
+    Args:
+        replay_check: what every ``replay()`` runs first, on each recorded launch (the
+            latest one given is used).
+
+    Returns:
+        Whether a class was patched (False: torch is not imported).
+    """
+    global _replay_check
     graph_cls = graph_cls or _torch_graph_class()
     if graph_cls is None:
         return False
+    _replay_check = replay_check
     for name, hook in _HOOKS.items():
         if (graph_cls, name) not in _originals:
             _originals[(graph_cls, name)] = graph_cls.__dict__.get(name) or getattr(graph_cls, name)
@@ -118,7 +136,9 @@ def install(graph_cls: Any = None) -> bool:
 
 
 def uninstall(graph_cls: Any = None) -> None:
-    """Restore ``torch.cuda.CUDAGraph``'s (or ``graph_cls``'s) methods; forget recorded launches."""
+    """Restore ``torch.cuda.CUDAGraph``'s (or ``graph_cls``'s) methods; forget recorded
+    launches (and the replay check once no class is patched)."""
+    global _replay_check
     graph_cls = graph_cls or _torch_graph_class()
     for (cls, name), original in list(_originals.items()):
         if cls is graph_cls:
@@ -126,3 +146,5 @@ def uninstall(graph_cls: Any = None) -> None:
             del _originals[(cls, name)]
     RECORDS.clear()
     capturing.clear()
+    if not _originals:
+        _replay_check = None

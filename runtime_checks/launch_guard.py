@@ -1,21 +1,13 @@
 """Wraps one FlashInfer entry point so its arguments are checked before the launch.
 
-Per call, at ``STATE.level``:
-
-* ``shapes``: read the arguments by name, build their shape key (shapes, dtypes,
-  devices, strides, scalars: what the shape checks read) and look it up; only an
-  unseen key pays for the typed models and the catalog's shape checks.
-* ``values``: additionally, unless the stream is capturing a CUDA graph, look up the
-  metadata's content key (identity, ``_version``, data pointer, shape of each index
-  tensor); an unseen one is validated in full with one packed device-to-host copy.
-  During capture the value checks are skipped and counted, and the launch is
-  recorded so that :mod:`runtime_checks.graph_hooks` checks it at each replay.
-
-Limit of the content key: a kernel that writes a metadata buffer through its raw
-pointer (a Triton kernel filling ``cu_seqlens_q`` in place) does not bump ``_version``;
-if the same tensor object is reused that way, the next launch hits the memo and its
-new contents go unchecked until the key changes. PyTorch ops (``copy_``, ``cumsum(out=)``)
-bump it.
+Per call, at ``STATE.level`` (``off``: straight through), the arguments are read by
+name (the entry point's :mod:`kernel spec <runtime_checks.kernel_specs>`) and checked
+by the entry point's :class:`~runtime_checks.launch_checker.LaunchChecker`: a known
+shape key costs one lookup at ``shapes``; ``values`` adds a content-key lookup and, for
+unseen metadata, one packed device-to-host copy. While ``torch.cuda.CUDAGraph``
+captures, launches are recorded by :mod:`runtime_checks.graph_hooks`, and at each
+``replay()`` at ``values`` :func:`check_replay` checks them against the refilled
+buffers (:meth:`LaunchChecker.check_replay <runtime_checks.launch_checker.LaunchChecker.check_replay>`).
 
 A violation raises :class:`guardrails.FmhaInvariantError` before the kernel runs
 (``FMHA_GUARD_ACTION=raise``) or is logged once per invariant and call site
@@ -30,17 +22,19 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from guardrails.config import Action, Level
 from guardrails.errors import FmhaInvariantError
-from guardrails.invariants import Level
 from guardrails.models import AttentionBatch, GraphLayout, PagedKVCache
-from guardrails.tensor_facts import stream_is_capturing
-from guardrails.validation import find_violations, validate
 
 from . import graph_hooks
-from .entry_points import EntryPoint
-from .launch_memo import LaunchMemo, version_key
-from .launch_specs import LaunchSpec, WrapperPlanSpec
+from .kernel_specs import EntryPoint, LaunchSpec
+from .launch_checker import LaunchChecker
 from .state import STATE, log
+
+__all__ = ["make_guard", "check_replay", "report", "internal_error"]
+
+_REPLAY = "torch.cuda.CUDAGraph.replay"
+
 
 def _call_site() -> tuple[str, int]:
     """File and line of the first frame outside this package and flashinfer."""
@@ -55,7 +49,7 @@ def _call_site() -> tuple[str, int]:
 
 def report(exc: FmhaInvariantError, entry_name: str) -> None:
     """Raise ``exc`` or, under ``FMHA_GUARD_ACTION=warn``, log it once per call site."""
-    if STATE.action == "raise":
+    if STATE.action is Action.RAISE:
         raise exc.with_traceback(None)
     STATE.warned += 1
     site = (exc.invariant, *_call_site())
@@ -74,56 +68,25 @@ def internal_error(entry_name: str, exc: BaseException) -> None:
         )
 
 
-def _check(spec: LaunchSpec, memo: LaunchMemo, args: tuple, kwargs: dict, level: Level, is_plan: bool) -> None:
-    ns = spec.read(args, kwargs)
-    shape_key = spec.shape_key(ns)
-    described: tuple[AttentionBatch | None, PagedKVCache | None] | None = None
-    if shape_key in memo.shapes:
-        STATE.shape_memo_hits += 1
-    else:
-        described = spec.describe(ns)
-        if described[0] is not None:
-            validate(described[0], described[1], level=Level.SHAPES)
-        memo.add_shape(shape_key)
-    if graph_hooks.capturing:  # torch.cuda.CUDAGraph capture: record for the replay check
-        if level >= Level.VALUES:
-            STATE.capture_skips += 1
-        described = described or spec.describe(ns)
-        if described[0] is not None:
-            graph_hooks.record(described[0], described[1])
-    elif level >= Level.VALUES:
-        value_key = (shape_key, spec.value_key(ns))
-        if memo.value_ok(value_key):
-            STATE.value_memo_hits += 1
-        elif stream_is_capturing():  # a raw stream capture: reading values would break it
-            STATE.capture_skips += 1
-        else:
-            described = described or spec.describe(ns)
-            if described[0] is not None:
-                validate(described[0], described[1], level=Level.VALUES)
-            memo.add_value(value_key, spec.value_refs(ns))
-    if is_plan:
-        described = described or spec.describe(ns)
-        spec.remember(ns, described[0])
-
-
 def make_guard(entry: EntryPoint, original: Callable[..., Any]) -> Callable[..., Any]:
     """A wrapper of ``original`` (a function, or a plain function taking ``self`` for a
     method) that checks the launch at ``STATE.level`` and then calls ``original``.
 
     The wrapper carries ``__wrapped__`` (the original) and ``__fmha_guard__`` (the
     entry). If ``original``'s signature cannot be read, the wrapper passes every call
-    through unchecked (logged once).
+    through unchecked (logged once). Making a guard installs the CUDA-graph hooks
+    (:func:`runtime_checks.graph_hooks.install`, with :func:`check_replay`).
     """
     name = f"{entry.module}.{entry.qualname}"
-    graph_hooks.install()
+    graph_hooks.install(replay_check=check_replay)
     try:
         spec: LaunchSpec | None = entry.spec(original)
     except Exception as exc:  # an unknown FlashInfer signature
         internal_error(name, exc)
         spec = None
-    memo = LaunchMemo()
-    is_plan = isinstance(spec, WrapperPlanSpec)
+    check = LaunchChecker(STATE, graphs=graph_hooks).check
+    remembers = spec is not None and spec.REMEMBERS
+    values = Level.VALUES
 
     @functools.wraps(original)
     def guarded(*args: Any, **kwargs: Any) -> Any:
@@ -131,7 +94,11 @@ def make_guard(entry: EntryPoint, original: Callable[..., Any]) -> Callable[...,
         if level and spec is not None:
             STATE.launches += 1
             try:
-                _check(spec, memo, args, kwargs, level, is_plan)
+                ns = spec.read(args, kwargs)
+                described = check(functools.partial(spec.describe, ns), level, spec.shape_key(ns),
+                                  spec.value_refs(ns) if level >= values else ())
+                if remembers:
+                    spec.remember(ns, (described or spec.describe(ns))[0])
             except FmhaInvariantError as exc:
                 report(exc, name)
             except Exception as exc:
@@ -142,27 +109,18 @@ def make_guard(entry: EntryPoint, original: Callable[..., Any]) -> Callable[...,
     return guarded
 
 
-_replay_memo = LaunchMemo()
+_replay_checker = LaunchChecker(STATE)
 
 
 def check_replay(batch: AttentionBatch, cache: PagedKVCache | None, layout: GraphLayout) -> None:
-    """Validate one captured launch against its refilled buffers (before ``replay()``)."""
-    tensors = tuple(batch.index_tensors().values())
-    key = (id(layout), tuple(version_key(t) for t in tensors))
-    if _replay_memo.value_ok(key):
-        STATE.value_memo_hits += 1
+    """The replay hook's check of one captured launch (before ``replay()``), at ``values``
+    only; reported as a launch's violation is (raise or warn), internal errors let the
+    replay through."""
+    if STATE.level < Level.VALUES:
         return
     try:
-        errors = find_violations(batch, cache, level=Level.VALUES, captured=layout)
+        _replay_checker.check_replay(batch, cache, layout)
+    except FmhaInvariantError as exc:
+        report(exc, _REPLAY)
     except Exception as exc:
-        internal_error("torch.cuda.CUDAGraph.replay", exc)
-        return
-    if errors:
-        # name the capture/replay mismatch first: it is the cause (SGLang #21987)
-        errors.sort(key=lambda e: e.invariant != "graph-replay-layout")
-        report(errors[0], "torch.cuda.CUDAGraph.replay")
-        return
-    _replay_memo.add_value(key, (*tensors, layout))
-
-
-graph_hooks.replay_checker = check_replay
+        internal_error(_REPLAY, exc)

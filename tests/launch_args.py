@@ -112,40 +112,36 @@ def paged_case(
     )
 
 
-def decode_kwargs(case: PagedCase) -> dict[str, Any]:
-    """``trtllm_batch_decode_with_kv_cache``: uniform ``q_len_per_req`` (decode / target-verify)."""
-    q_len = case.q_lens[0] if case.q_lens else 1
-    assert all(n == q_len for n in case.q_lens), "the decode kernel needs a uniform q_len_per_req"
+def _paged_kwargs(case: PagedCase) -> dict[str, Any]:
+    """The arguments both trtllm paged kernels take alike (HND cache, softmax scale 1/sqrt(D))."""
     return dict(
         query=case.q,
         kv_cache=case.kv_cache,
         workspace_buffer=case.workspace,
         block_tables=case.page_table,
         seq_lens=case.seq_lens,
-        max_seq_len=max(case.kv_lens, default=0),
         bmm1_scale=1.0 / math.sqrt(case.q.shape[-1]),
         bmm2_scale=1.0,
-        q_len_per_req=q_len,
         kv_layout="HND",
     )
+
+
+def decode_kwargs(case: PagedCase) -> dict[str, Any]:
+    """``trtllm_batch_decode_with_kv_cache``: uniform ``q_len_per_req`` (decode / target-verify)."""
+    q_len = case.q_lens[0] if case.q_lens else 1
+    assert all(n == q_len for n in case.q_lens), "the decode kernel needs a uniform q_len_per_req"
+    return dict(_paged_kwargs(case), max_seq_len=max(case.kv_lens, default=0), q_len_per_req=q_len)
 
 
 def context_kwargs(case: PagedCase) -> dict[str, Any]:
     """``trtllm_batch_context_with_kv_cache``: ragged extend over a paged prefix."""
     return dict(
-        query=case.q,
-        kv_cache=case.kv_cache,
-        workspace_buffer=case.workspace,
-        block_tables=case.page_table,
-        seq_lens=case.seq_lens,
+        _paged_kwargs(case),
         max_q_len=max(case.q_lens, default=0),
         max_kv_len=max(case.kv_lens, default=0),
-        bmm1_scale=1.0 / math.sqrt(case.q.shape[-1]),
-        bmm2_scale=1.0,
         batch_size=case.batch_size,
         cum_seq_lens_q=case.cu_seqlens_q,
         cum_seq_lens_kv=case.cu_seqlens_kv,
-        kv_layout="HND",
     )
 
 

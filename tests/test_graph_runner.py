@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from guardrails import FmhaInvariantError
-from guardrails.reference_backend import CudaGraphRunner, ForwardMode, ReferenceAttnBackend, guard_level
-from guardrails.reference_backend.workload import Workload, max_relative_error
 from runtime_checks.launch_memo import VALUE_MEMO_SIZE, LaunchMemo, version_key
+from runtime_checks.reference_backend import CudaGraphRunner, ForwardMode, ReferenceAttnBackend, guard_level
+from runtime_checks.reference_backend.workload import Workload, max_relative_error
 
 
 def _replay(w: Workload, runner: CudaGraphRunner, prefixes, mode=ForwardMode.DECODE, q_len=1, **kw):
@@ -65,12 +65,17 @@ class _RebindingReplay(ReferenceAttnBackend):
         self._graph_metadata[bs].page_table[0, 0] = 10_000
 
 
-def test_bad_refill_is_caught_before_replay(monkeypatch):
-    monkeypatch.setenv("FMHA_GUARD", "values")
-    w = Workload(seed=2)
-    backend = _RebindingReplay(w.model_runner())
-    runner = CudaGraphRunner(backend, w.layers, w.pool, ForwardMode.DECODE, [2])
+def _rebinding_runner(monkeypatch, level: str, seed: int) -> tuple[Workload, CudaGraphRunner]:
+    """A decode graph captured for bs 2 over :class:`_RebindingReplay`, at ``FMHA_GUARD=level``."""
+    monkeypatch.setenv("FMHA_GUARD", level)
+    w = Workload(seed=seed)
+    runner = CudaGraphRunner(_RebindingReplay(w.model_runner()), w.layers, w.pool, ForwardMode.DECODE, [2])
     runner.capture()
+    return w, runner
+
+
+def test_bad_refill_is_caught_before_replay(monkeypatch):
+    w, runner = _rebinding_runner(monkeypatch, "values", seed=2)
     calls = []
     monkeypatch.setattr(runner, "_run_layers", lambda *a: calls.append(a))  # what graph.replay() would run
     with pytest.raises(FmhaInvariantError) as err:
@@ -81,11 +86,7 @@ def test_bad_refill_is_caught_before_replay(monkeypatch):
 
 def test_shapes_level_lets_a_bad_refill_through_values_catches_it(monkeypatch):
     """At ``shapes`` nothing reads the refilled contents (documented trade-off)."""
-    monkeypatch.setenv("FMHA_GUARD", "shapes")
-    w = Workload(seed=3)
-    backend = _RebindingReplay(w.model_runner())
-    runner = CudaGraphRunner(backend, w.layers, w.pool, ForwardMode.DECODE, [2])
-    runner.capture()
+    w, runner = _rebinding_runner(monkeypatch, "shapes", seed=3)
     monkeypatch.setattr(runner, "_run_layers", lambda *a: None)
     _replay(w, runner, (4, 9))  # no error at shapes
     monkeypatch.setenv("FMHA_GUARD", "values")
@@ -115,7 +116,7 @@ def test_one_value_check_per_step_shared_by_the_layers(monkeypatch):
     w = Workload(seed=4)
     backend = ReferenceAttnBackend(w.model_runner())
     _decode_steps(w, backend, 6)
-    checker = backend._checker
+    checker = backend._checker.counters
     assert checker.value_checks == 6  # 2 layers, one metadata per step
     assert checker.shape_checks <= 6  # seq lens grow: a new max_seq_len_kv is a new shape key at most once a step
 
@@ -171,7 +172,7 @@ def test_sm100_extend_routes_to_the_trtllm_context_kernel(monkeypatch):
     batch size of the planned offsets (#21649), never the padded one."""
     import flashinfer.prefill
 
-    from guardrails.reference_backend import flashinfer_kernels
+    from runtime_checks.reference_backend import flashinfer_kernels
 
     seen = {}
     monkeypatch.setattr(flashinfer_kernels, "_sm_major", lambda device: 10)
@@ -190,7 +191,7 @@ def test_sm100_extend_routes_to_the_trtllm_context_kernel(monkeypatch):
 
 
 def test_trtllm_context_kernel_refuses_hopper(monkeypatch):
-    from guardrails.reference_backend import flashinfer_kernels
+    from runtime_checks.reference_backend import flashinfer_kernels
 
     monkeypatch.setattr(flashinfer_kernels, "_sm_major", lambda device: 9)
     with pytest.raises(NotImplementedError, match="SM100"):

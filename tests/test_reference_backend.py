@@ -20,8 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from guardrails import FmhaInvariantError
-from guardrails.reference_backend.workload import reference_attention as workload_reference
-from guardrails.reference_backend import (
+from runtime_checks.reference_backend import (
     AttentionLayer,
     ForwardBatch,
     ForwardMode,
@@ -33,7 +32,8 @@ from guardrails.reference_backend import (
     pad_forward_batch_for_dp,
     torch_kernels,
 )
-from guardrails.reference_backend import attention_backend as backend_module
+from runtime_checks.reference_backend import attention_backend as backend_module
+from runtime_checks.reference_backend.workload import reference_attention as workload_reference
 from tests.launch_args import PagedCase, offsets, reference_attention
 
 KV_HEADS, GROUP, HEAD_DIM, PAGE = 2, 2, 32, 4
@@ -477,19 +477,19 @@ def test_forward_without_metadata_is_an_error():
 
 def test_backend_is_lint_clean_under_every_rule():
     run = subprocess.run(
-        [sys.executable, "-c", "import sys; from guardrails.cli import main; sys.exit(main(sys.argv[1:]))",
+        [sys.executable, "-c", "import sys; from fmha_guard.cli import main; sys.exit(main(sys.argv[1:]))",
          "audit", "--no-cache", "--format", "json",
-         "--select", "GR001,GR002,GR003,GR004,GR101,GR102,GR900,GR901", "guardrails/reference_backend"],
+         "--select", "GR001,GR002,GR003,GR004,GR101,GR102,GR900,GR901", "runtime_checks/reference_backend"],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )
     report = json.loads(run.stdout)
     assert run.returncode == 0, report
     assert report["findings"] == [] and report["errors"] == []
-    assert report["files_scanned"] == len(list((REPO / "guardrails" / "reference_backend").glob("*.py")))
+    assert report["files_scanned"] == len(list((REPO / "runtime_checks" / "reference_backend").glob("*.py")))
 
 
 def test_import_does_not_load_flashinfer():
-    code = ("import sys, guardrails.reference_backend as rb; "
+    code = ("import sys, runtime_checks.reference_backend as rb; "
             "assert 'flashinfer' not in sys.modules, 'flashinfer imported eagerly'")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)
 

@@ -126,7 +126,7 @@ from flashinfer.mla import trtllm_batch_decode_with_kv_cache_mla
 # Helpers the scripts import (after the fake flashinfer is on sys.path).
 _FAKE_CHECKS = '''
 import functools, sys
-from runtime_checks.entry_points import ENTRY_POINTS
+from runtime_checks.kernel_specs import ENTRY_POINTS
 
 
 def originals():
@@ -277,7 +277,9 @@ def test_off_imports_and_patches_nothing(tmp_path, fake, value):
         runtime_checks.startup.activate()
         runtime_checks.startup.activate_from_pth()
         assert sys.meta_path == meta_path, sys.meta_path
-        heavy = sorted(m for m in ("torch", "flashinfer", "guardrails", "pydantic") if m in sys.modules)
+        # startup reads FMHA_GUARD through guardrails.config (standard library only): nothing else
+        heavy = sorted(m for m in sys.modules if m.partition(".")[0] in ("torch", "flashinfer", "guardrails", "pydantic")
+                       and m not in ("guardrails", "guardrails.config"))
         assert heavy == [], heavy
         import flashinfer.decode
         assert not hasattr(flashinfer.decode.trtllm_batch_decode_with_kv_cache, "__fmha_guard__")
@@ -447,20 +449,43 @@ def test_bad_level_or_action_raises_and_patches_nothing():
 
 
 def test_action_from_env():
-    from runtime_checks.level import ACTION_ENV_VAR, action_from_env
+    from guardrails.config import ACTION_ENV_VAR, GuardConfig
 
-    assert action_from_env({}) == "raise"
-    assert action_from_env({ACTION_ENV_VAR: ""}) == "raise"
-    assert action_from_env({ACTION_ENV_VAR: " Warn "}) == "warn"
+    assert GuardConfig.from_env({}).action == "raise"
+    assert GuardConfig.from_env({ACTION_ENV_VAR: ""}).action == "raise"
+    assert GuardConfig.from_env({ACTION_ENV_VAR: " Warn "}).action == "warn"
     with pytest.raises(ValueError, match="FMHA_GUARD_ACTION='loud'.*raise.*warn"):
-        action_from_env({ACTION_ENV_VAR: "loud"})
+        GuardConfig.from_env({ACTION_ENV_VAR: "loud"})
+
+
+def test_install_accepts_the_spellings_the_environment_accepts(tmp_path, fake):
+    """install(action="WARN") works as FMHA_GUARD_ACTION=WARN does (one parser: guardrails.config)."""
+    run_script(tmp_path, """
+        import runtime_checks
+        from guardrails.config import Action, Level
+        from runtime_checks.state import STATE
+        runtime_checks.install(" Values", action="WARN")
+        assert (STATE.level, STATE.action) == (Level.VALUES, Action.WARN)
+        runtime_checks.install(1, " Raise ")
+        assert (STATE.level, STATE.action) == (Level.SHAPES, Action.RAISE)
+        with runtime_checks.guarded("VALUES", "Warn") as state:
+            assert (state.level, state.action) == (Level.VALUES, Action.WARN)
+        runtime_checks.uninstall()
+    """, fake=fake)
+    proc = run_script(tmp_path, """
+        import runtime_checks
+        from runtime_checks.state import STATE
+        runtime_checks.install()
+        print("RESULT", STATE.level, STATE.action)
+        runtime_checks.uninstall()
+    """, fake=fake, env=clean_env(FMHA_GUARD="Shapes", FMHA_GUARD_ACTION="WARN"))
+    assert "RESULT shapes warn" in proc.stdout
 
 
 # ----------------------------------------------------------------- startup files
 
-def test_startup_files_and_tables():
-    from guardrails.invariants import Level
-    from runtime_checks import level, startup, state
+def test_startup_files():
+    from runtime_checks import startup
 
     assert PTH.stem == START.stem  # PEP 829 pairs <name>.start with <name>.pth
     if importlib.util.find_spec("setuptools") is not None:  # the build step imports it
@@ -472,9 +497,27 @@ def test_startup_files_and_tables():
     start_lines = [line for line in START.read_text(encoding="utf-8").splitlines() if line and not line.startswith("#")]
     assert start_lines == ["runtime_checks.startup:activate"]
     assert pkgutil.resolve_name(start_lines[0]) is startup.activate
-    # startup parses FMHA_GUARD / FMHA_GUARD_ACTION without importing level.py: same values
-    assert {k: Level[v.upper()] for k, v in startup.LEVEL_NAMES.items()} == level._ALIASES
-    assert set(startup.ACTION_NAMES) == {"", *state.ACTIONS}
+
+
+def test_startup_reads_the_config_module_tables(monkeypatch):
+    """The startup path keeps no spellings of its own: it arms with what guardrails.config parses."""
+    from guardrails import config
+    from runtime_checks import armed, startup
+
+    monkeypatch.setitem(config.LEVEL_NAMES, "loud", config.Level.VALUES)
+    monkeypatch.setitem(config.ACTION_NAMES, "quiet", config.Action.WARN)
+    monkeypatch.setenv("FMHA_GUARD", "loud")
+    monkeypatch.setenv("FMHA_GUARD_ACTION", "quiet")
+    monkeypatch.setattr(startup, "_activated", False)
+    assert armed.pending() is None
+    try:
+        startup.activate()
+        guard = armed.pending()
+        assert guard is not None and sys.meta_path[0] is guard
+        assert guard.config == config.GuardConfig(config.Level.VALUES, config.Action.WARN)
+    finally:
+        armed.disarm()
+    assert armed.pending() is None and all(finder is not guard for finder in sys.meta_path)
 
 
 def test_pth_line_is_a_no_op_where_start_files_run(monkeypatch):
@@ -500,8 +543,8 @@ def test_pth_line_arms_before_site_packages_are_on_the_path(tmp_path, fake, valu
     proc = run_script(tmp_path, f"""
         import site, sys
         site.addsitedir({str(site_dir)!r})
-        armed = type(sys.meta_path[0]).__name__ == "_ArmedGuard"
-        imported = sorted(m for m in ("runtime_checks.startup", "guardrails", "torch") if m in sys.modules)
+        armed = type(sys.meta_path[0]).__name__ == "ArmedGuard"
+        imported = sorted(m for m in ("runtime_checks.startup", "guardrails.models", "pydantic", "torch") if m in sys.modules)
         site.main()  # now the real site-packages (pydantic, ...)
         import flashinfer.decode
         guarded = hasattr(flashinfer.decode.trtllm_batch_decode_with_kv_cache, "__fmha_guard__")
@@ -524,7 +567,7 @@ import json, multiprocessing, os, sys
 
 
 def child(queue):
-    before = sorted(m for m in ("flashinfer", "guardrails", "torch") if m in sys.modules)
+    before = sorted(m for m in ("flashinfer", "guardrails.models", "pydantic", "torch") if m in sys.modules)
     import flashinfer.decode
     queue.put({
         "before": before,
@@ -616,7 +659,7 @@ def test_real_flashinfer_install_after_import_and_uninstall(clean_guard):
     import flashinfer.mla  # noqa: F401
     import flashinfer.prefill  # noqa: F401
     from runtime_checks import activation
-    from runtime_checks.entry_points import ENTRY_POINTS
+    from runtime_checks.kernel_specs import ENTRY_POINTS
 
     before = {(id(owner), name): value for entry in ENTRY_POINTS for owner, name, value in _entry_objects(entry)}
     functions = {id(value) for entry in ENTRY_POINTS if not entry.is_method for _, _, value in _entry_objects(entry)}
@@ -651,7 +694,7 @@ def test_real_flashinfer_import_hook(tmp_path):
     run_script(tmp_path, """
         import functools, sys
         import runtime_checks
-        from runtime_checks.entry_points import ENTRY_POINTS
+        from runtime_checks.kernel_specs import ENTRY_POINTS
         runtime_checks.install("shapes")
         import flashinfer                                               # SGLang style
         from flashinfer.decode import trtllm_batch_decode_with_kv_cache  # vLLM style, after activation

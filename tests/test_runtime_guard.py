@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from guardrails import FmhaInvariantError
 from runtime_checks import graph_hooks
-from runtime_checks.entry_points import ENTRY_POINTS
-from runtime_checks.launch_guard import make_guard
+from runtime_checks.kernel_specs import ENTRY_POINTS
+from runtime_checks.launch_guard import check_replay, make_guard
 from runtime_checks.state import STATE, configure
 
 from .launch_args import context_kwargs, decode_kwargs, offsets, paged_case
@@ -180,15 +180,6 @@ DECODE_FAULTS = [
 ]
 
 
-@pytest.mark.parametrize("fault", DECODE_FAULTS)
-def test_decode_kernel_fault_matrix(fault):
-    kwargs, expected = decode_fault(fault)
-    with pytest.raises(FmhaInvariantError) as info:
-        guarded(DECODE)(**kwargs)
-    assert info.value.invariant == expected
-    assert info.value.fields  # names the fields and their values
-
-
 def context_fault(name):
     case = small_case([3, 1, 5, 2], [7, 1, 20, 2])
     kw = context_kwargs(case)
@@ -229,12 +220,16 @@ CONTEXT_FAULTS = [
 ]
 
 
-@pytest.mark.parametrize("fault", CONTEXT_FAULTS)
-def test_context_kernel_fault_matrix(fault):
-    kwargs, expected = context_fault(fault)
+FAULTS = {DECODE: (decode_fault, DECODE_FAULTS), CONTEXT: (context_fault, CONTEXT_FAULTS)}
+
+
+@pytest.mark.parametrize("kernel, fault", [(kernel, fault) for kernel, (_, faults) in FAULTS.items() for fault in faults])
+def test_kernel_fault_matrix(kernel, fault):
+    kwargs, expected = FAULTS[kernel][0](fault)
     with pytest.raises(FmhaInvariantError) as info:
-        guarded(CONTEXT)(**kwargs)
+        guarded(kernel)(**kwargs)
     assert info.value.invariant == expected
+    assert info.value.fields  # names the fields and their values
 
 
 def test_shapes_level_catches_shape_faults_and_reads_no_values():
@@ -439,7 +434,7 @@ class FakeGraph:
 
 @pytest.fixture
 def fake_graph_hooks():
-    assert graph_hooks.install(FakeGraph)
+    assert graph_hooks.install(FakeGraph, replay_check=check_replay)
     yield
     graph_hooks.uninstall(FakeGraph)
 

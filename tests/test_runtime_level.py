@@ -1,13 +1,14 @@
-"""FMHA_GUARD parsing and the check_launch hook."""
+"""FMHA_GUARD parsing (guardrails.config, what every reader uses) and the check_launch hook."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from guardrails import FmhaInvariantError, Level
+from guardrails import FmhaInvariantError
+from guardrails.config import LEVEL_ENV_VAR as ENV_VAR
+from guardrails.config import GuardConfig, Level
 from runtime_checks import check_launch
-from runtime_checks.level import ENV_VAR, level_from_env
 from tests.strategies import build_case
 
 
@@ -27,13 +28,13 @@ from tests.strategies import build_case
     ],
 )
 def test_level_from_env(environ, expected):
-    assert level_from_env(environ) is expected
+    assert GuardConfig.from_env(environ).level is expected
 
 
 @pytest.mark.parametrize("bad", ["on", "full", "true", "3", "shape"])
 def test_level_from_env_rejects_unknown_values(bad):
     with pytest.raises(ValueError) as info:
-        level_from_env({ENV_VAR: bad})
+        GuardConfig.from_env({ENV_VAR: bad})
     message = str(info.value)
     assert "FMHA_GUARD" in message and repr(bad) in message
     for allowed in ("off", "shapes", "values"):
@@ -42,9 +43,9 @@ def test_level_from_env_rejects_unknown_values(bad):
 
 def test_level_from_env_defaults_to_os_environ(monkeypatch):
     monkeypatch.setenv(ENV_VAR, "values")
-    assert level_from_env() is Level.VALUES
+    assert GuardConfig.from_env().level is Level.VALUES
     monkeypatch.delenv(ENV_VAR)
-    assert level_from_env() is Level.OFF
+    assert GuardConfig.from_env().level is Level.OFF
 
 
 def _dp_padded():  # a shapes-level bug (SGLang #21649)

@@ -1,7 +1,7 @@
 """Shared plumbing of the seed-bug scripts (SGLang #21649, #24856, #21987, #26966).
 
 A tiny engine (a KV pool, requests with known K/V, a float64 reference: see
-:mod:`guardrails.reference_backend.workload`), plus the three steps every script prints:
+:mod:`runtime_checks.reference_backend.workload`), plus the three steps every script prints:
 the lint finding, the guard's error, the fixed backend's output against the reference.
 
 Runs on CPU (torch kernels) by default; ``configure("cuda")`` (or
@@ -18,8 +18,8 @@ import torch
 
 import lint_rules
 from guardrails import FmhaInvariantError
-from guardrails.reference_backend import MHATokenToKVPool, SWAKVPool, attention_backend
-from guardrails.reference_backend.workload import CPU_GEOMETRY, GPU_GEOMETRY, Workload, max_relative_error
+from runtime_checks.reference_backend import MHATokenToKVPool, SWAKVPool, attention_backend
+from runtime_checks.reference_backend.workload import CPU_GEOMETRY, GPU_GEOMETRY, Workload, max_relative_error
 
 os.environ.setdefault("FMHA_GUARD", "values")  # the guard reads it at every launch: check values too
 CONFIG = {"device": torch.device(os.environ.get("FMHA_EXAMPLES_DEVICE", "cpu"))}
@@ -46,7 +46,7 @@ def make_pool(kind: str = "full", num_pages: int = 96, num_swa_pages: int = 40) 
 def make_runner(pool: MHATokenToKVPool, req_pool):
     """A model runner on ``pool`` (the draft worker's, in #26966) sharing ``req_pool``."""
     g = geometry()
-    from guardrails.reference_backend import ModelRunner
+    from runtime_checks.reference_backend import ModelRunner
 
     return ModelRunner(token_to_kv_pool=pool, req_to_token_pool=req_pool, page_size=g.page_size,
                        num_qo_heads=g.num_qo_heads, num_kv_heads=g.num_kv_heads, head_dim=g.head_dim,
@@ -63,15 +63,21 @@ class Requests(Workload):
 # ----------------------------------------------------------------------------- the three steps
 
 
-def run_layers(backend, forward_batch, inputs, layers) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+def run_layers(backend, forward_batch, inputs, layers, *, pad_rows: int = 0, rand=None
+               ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Run each layer's attention with NaN-poisoned outputs (a row nobody writes stays NaN);
-    return (outputs, references) in layer order."""
+    return (outputs of the real rows, references) in layer order.
+
+    ``pad_rows``: rows appended to ``q``, ``k`` and ``v`` (drawn by ``rand(rows, *dims)``),
+    as a DP-padded model pads its hidden states."""
     outs, refs = [], []
     for layer in layers:
         q, k, v, ref = inputs[layer.layer_id]
+        if pad_rows:
+            q, k, v = (torch.cat([t, rand(pad_rows, *t.shape[1:]).to(t.device)]) for t in (q, k, v))
         out = torch.full_like(q, float("nan"))
         backend.forward(q, k, v, layer, forward_batch, out=out)
-        outs.append(out)
+        outs.append(out[: ref.shape[0]])
         refs.append(ref)
     return outs, refs
 

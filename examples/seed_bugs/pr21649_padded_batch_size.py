@@ -15,13 +15,11 @@ Run: ``python examples/seed_bugs/pr21649_padded_batch_size.py`` (CPU).
 
 from __future__ import annotations
 
-import torch
-from _harness import Requests, make_pool, make_runner, print_fixed, print_guard_error, print_lint
+from _harness import Requests, make_pool, make_runner, print_fixed, print_guard_error, print_lint, run_layers
 
-from guardrails import AttentionBatch
 from guardrails.forward_mode import Kernel
-from guardrails.reference_backend import ForwardMode, ReferenceAttnBackend, pad_forward_batch_for_dp
-from guardrails.reference_backend.attention_backend import kernels_for
+from runtime_checks.reference_backend import ForwardMode, ReferenceAttnBackend, pad_forward_batch_for_dp
+from runtime_checks.reference_backend.attention_backend import kernels_for
 
 
 class PaddedBatchSizeBackend(ReferenceAttnBackend):
@@ -32,28 +30,17 @@ class PaddedBatchSizeBackend(ReferenceAttnBackend):
         metadata, query, out3, result = self._prepare(q, layer, out)
         kv_cache, read_table, swa_table, window_left = self._pool_view(metadata, layer, forward_batch)
         # what the launch consumes, checked by the guard (shapes always, values with FMHA_GUARD=values)
-        batch = AttentionBatch(
-            forward_mode=forward_batch.forward_mode, kernel=Kernel.PREFILL,
+        batch = self._launch_batch(metadata, forward_batch.forward_mode, Kernel.PREFILL, query, swa_table).replace(
             batch_size=forward_batch.batch_size,  # BUG: padded (5); cu_seqlens_q holds 3 requests
-            num_query_rows=query.shape[0], query=query, cu_seqlens_q=metadata.cu_seqlens_q,
-            seq_lens=metadata.seq_lens, page_table=metadata.page_table,
-            max_seq_len_q=metadata.max_seq_len_q, max_seq_len_kv=metadata.max_seq_len_kv, page_size=metadata.page_size,
         )
         self._check(metadata, layer, forward_batch, batch=batch)
         kernels_for(query).trtllm_batch_context_with_kv_cache(  # torch on CPU; trtllm-gen needs SM100
-            query=query,
-            kv_cache=kv_cache,
-            workspace_buffer=self._workspace_for(query),
-            block_tables=read_table,
-            seq_lens=metadata.seq_lens,
+            **self._trtllm_args(metadata, layer, query, kv_cache, read_table, out3),
             max_q_len=metadata.max_seq_len_q,
             max_kv_len=metadata.max_seq_len_kv,
-            bmm1_scale=layer.scaling,
-            bmm2_scale=1.0,
             batch_size=forward_batch.batch_size,  # BUG: the same padded count reaches the kernel
             cum_seq_lens_q=metadata.cu_seqlens_q,
             cum_seq_lens_kv=metadata.cu_seqlens_q,
-            out=out3[: metadata.num_tokens],
         )
         return result
 
@@ -75,15 +62,7 @@ def padded_step(backend_cls):
 def run(backend_cls):
     """Every layer of the padded step: (outputs of the real rows, references)."""
     reqs, backend, padded, inputs, extra = padded_step(backend_cls)
-    outs, refs = [], []
-    for layer in reqs.layers:
-        q, k, v, ref = inputs[layer.layer_id]
-        q, k, v = (torch.cat([t, reqs.rand(extra, *t.shape[1:]).to(t.device)]) for t in (q, k, v))
-        out = torch.full_like(q, float("nan"))  # a row nobody writes stays NaN
-        backend.forward(q, k, v, layer, padded, out=out)
-        outs.append(out[: ref.shape[0]])
-        refs.append(ref)
-    return outs, refs
+    return run_layers(backend, padded, inputs, reqs.layers, pad_rows=extra, rand=reqs.rand)
 
 
 if __name__ == "__main__":

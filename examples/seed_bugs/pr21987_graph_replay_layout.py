@@ -14,7 +14,7 @@ The replayed launch is stopped by ``graph-replay-layout``: it needs
 ``max_seq_len_q=4`` where the graph baked in 3 (and its ``cu_seqlens_q`` no longer has
 the captured uniform stride). With real CUDA graphs the same check runs in
 :meth:`ReferenceAttnBackend.check_graph_replay`, which
-:class:`~guardrails.reference_backend.CudaGraphRunner` calls before every
+:class:`~runtime_checks.reference_backend.CudaGraphRunner` calls before every
 ``graph.replay()``.
 
 Run: ``python examples/seed_bugs/pr21987_graph_replay_layout.py`` (CPU).
@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from _harness import Requests, make_pool, make_runner, print_fixed, print_guard_error, print_lint
 
-from guardrails.reference_backend import ForwardMode, ReferenceAttnBackend
+from runtime_checks.reference_backend import ForwardMode, ReferenceAttnBackend
 
 BS, Q_LEN = 3, 3  # a TARGET_VERIFY graph: 3 requests, 3 draft tokens each
 MODE = ForwardMode.TARGET_VERIFY

@@ -17,10 +17,9 @@ from __future__ import annotations
 
 from _harness import Requests, make_pool, make_runner, print_fixed, print_guard_error, print_lint, run_layers
 
-from guardrails import AttentionBatch
 from guardrails.forward_mode import Kernel
-from guardrails.reference_backend import ForwardMode, ReferenceAttnBackend
-from guardrails.reference_backend.attention_backend import kernels_for
+from runtime_checks.reference_backend import ForwardMode, ReferenceAttnBackend
+from runtime_checks.reference_backend.attention_backend import kernels_for
 
 
 class DraftExtendOnDecodeBackend(ReferenceAttnBackend):
@@ -33,24 +32,14 @@ class DraftExtendOnDecodeBackend(ReferenceAttnBackend):
             metadata, query, out3, result = self._prepare(q, layer, out)
             kv_cache, read_table, _, window_left = self._pool_view(metadata, layer, forward_batch)
             # what the launch consumes, checked by the guard before the kernel
-            batch = AttentionBatch(
-                forward_mode=mode, kernel=Kernel.DECODE, num_query_rows=query.shape[0], query=query,
-                cu_seqlens_q=metadata.cu_seqlens_q, seq_lens=metadata.seq_lens, page_table=metadata.page_table,
-                max_seq_len_kv=metadata.max_seq_len_kv, q_len_per_req=metadata.max_seq_len_q,
-                page_size=metadata.page_size,
+            batch = self._launch_batch(metadata, mode, Kernel.DECODE, query, None).replace(
+                q_len_per_req=metadata.max_seq_len_q,  # BUG: V2's query rows are not uniform
             )
             self._check(metadata, layer, forward_batch, batch=batch)
             kernels_for(query).trtllm_batch_decode_with_kv_cache(
-                query=query,
-                kv_cache=kv_cache,
-                workspace_buffer=self._workspace_for(query),
-                block_tables=read_table,
-                seq_lens=metadata.seq_lens,
+                **self._trtllm_args(metadata, layer, query, kv_cache, read_table, out3),
                 max_seq_len=metadata.max_seq_len_kv,
-                bmm1_scale=layer.scaling,
-                bmm2_scale=1.0,
                 window_left=window_left,
-                out=out3[: metadata.num_tokens],
                 q_len_per_req=metadata.max_seq_len_q,  # BUG: 4 for every request; they hold 4, 1, 3, 4
             )
             return result

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from _harness import Requests, make_pool, make_runner, print_fixed, print_guard_error, print_lint, run_layers
 
-from guardrails.reference_backend import ForwardMode, ReferenceAttnBackend, SWAKVPool
+from runtime_checks.reference_backend import ForwardMode, ReferenceAttnBackend, SWAKVPool
 
 
 class StaleSWAPoolBackend(ReferenceAttnBackend):

@@ -2,7 +2,7 @@
 
 Importable without a GPU (torch needed; FlashInfer only on CUDA tensors)::
 
-    from guardrails.reference_backend import (
+    from runtime_checks.reference_backend import (
         AttentionLayer, ForwardBatch, ModelRunner, MHATokenToKVPool, ReqToTokenPool,
         ReferenceAttnBackend, SWAKVPool, pad_forward_batch_for_dp,
     )
@@ -22,7 +22,8 @@ Modules:
 
 from __future__ import annotations
 
-from ..forward_mode import ForwardMode
+from guardrails.forward_mode import ForwardMode
+
 from .attention_backend import AttentionLayer, ForwardMetadata, ReferenceAttnBackend, guard_level
 from .forward_batch import ForwardBatch, ModelRunner, pad_forward_batch_for_dp
 from .graph_runner import CudaGraphRunner

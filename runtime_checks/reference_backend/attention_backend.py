@@ -12,9 +12,9 @@ runs every layer through one of two kernels:
 On CPU tensors the kernels are :mod:`.torch_kernels`; on CUDA tensors
 :mod:`.flashinfer_kernels` (FlashInfer, imported lazily). Every launch is described as
 an :class:`~guardrails.AttentionBatch` and validated first: shapes unless
-``FMHA_GUARD=off`` is set explicitly, values when ``FMHA_GUARD=values``, memoized
-(:class:`runtime_checks.launch_checker.LaunchChecker`: a layout seen before builds no
-models, one step's metadata is read to the host once for all layers). CUDA-graph
+``FMHA_GUARD=off`` is set explicitly, values when ``FMHA_GUARD=values`` (:func:`guard_level`),
+memoized (:class:`runtime_checks.launch_checker.LaunchChecker`: a layout seen before
+builds no models, one step's metadata is read to the host once for all layers). CUDA-graph
 replays run no Python: :meth:`ReferenceAttnBackend.check_graph_replay` validates the
 refilled metadata before ``graph.replay()`` (:class:`.graph_runner.CudaGraphRunner`
 calls it).
@@ -48,12 +48,12 @@ from typing import Any, Optional
 
 import torch
 
-from runtime_checks.launch_checker import LaunchChecker
-from runtime_checks.launch_memo import tensor_key
+from guardrails.config import GuardConfig, Level
+from guardrails.forward_mode import ForwardMode, Kernel
+from guardrails.models import AttentionBatch, GraphLayout
 
-from ..forward_mode import ForwardMode, Kernel
-from ..invariants import Level
-from ..models import AttentionBatch, GraphLayout
+from ..launch_checker import LaunchChecker
+from ..launch_memo import tensor_key
 from . import torch_kernels
 from .forward_batch import ForwardBatch, ModelRunner
 from .kv_pool import kv_cache_model_for
@@ -65,19 +65,14 @@ def guard_level() -> Level:
     """The level every launch is validated at, read from ``FMHA_GUARD`` on every call (so
     it can be flipped in a running process): ``SHAPES`` when the variable is unset (shapes
     are always checked by default), ``VALUES`` for ``values``, and ``OFF`` only when it is
-    set to ``off`` explicitly (how ``examples/serve_loop.py`` measures the guard's cost).
+    set to ``off`` (or empty) explicitly (how ``examples/serve_loop.py`` measures the
+    guard's cost). Read by :meth:`guardrails.config.GuardConfig.from_env`.
 
     Raises:
-        ValueError: ``FMHA_GUARD`` holds an unknown value.
+        GuardConfigError: ``FMHA_GUARD`` (or ``FMHA_GUARD_ACTION``) holds an unknown value
+            (a ``ValueError``).
     """
-    import os
-
-    from runtime_checks.level import ENV_VAR, level_from_env
-
-    level = level_from_env()
-    if level is Level.OFF and os.environ.get(ENV_VAR) is None:
-        return Level.SHAPES
-    return level
+    return GuardConfig.from_env(default_level=Level.SHAPES).level
 
 
 @dataclass
@@ -537,6 +532,23 @@ class ReferenceAttnBackend:
             self._workspace = torch.zeros(WORKSPACE_BYTES, dtype=torch.uint8, device=t.device)
         return self._workspace
 
+    def _trtllm_args(self, metadata: ForwardMetadata, layer: AttentionLayer, query: torch.Tensor, kv_cache,
+                     read_table: torch.Tensor, out3: torch.Tensor) -> dict[str, Any]:
+        """The arguments FlashInfer's trtllm paged kernels (decode and context) take alike:
+        ``query`` ``[num_tokens, H_qo, D]``, the layer's KV buffer and the page table it
+        reads, ``seq_lens`` of the planned metadata, the softmax scale, the output rows
+        ``out3[:num_tokens]``."""
+        return dict(
+            query=query,
+            kv_cache=kv_cache,
+            workspace_buffer=self._workspace_for(query),
+            block_tables=read_table,
+            seq_lens=metadata.seq_lens,
+            bmm1_scale=layer.scaling,
+            bmm2_scale=1.0,
+            out=out3[: metadata.num_tokens],
+        )
+
     def _run_prefill_kernel(self, q, layer: AttentionLayer, forward_batch: ForwardBatch, out) -> torch.Tensor:
         """Ragged paged prefill over the planned metadata; batch size from ``cu_seqlens_q``."""
         metadata, query, out3, result = self._prepare(q, layer, out)
@@ -572,16 +584,9 @@ class ReferenceAttnBackend:
             return result
         kernels = kernels_for(query)
         kernels.trtllm_batch_decode_with_kv_cache(
-            query=query,
-            kv_cache=kv_cache,
-            workspace_buffer=self._workspace_for(query),
-            block_tables=read_table,
-            seq_lens=metadata.seq_lens,
+            **self._trtllm_args(metadata, layer, query, kv_cache, read_table, out3),
             max_seq_len=metadata.max_seq_len_kv,
-            bmm1_scale=layer.scaling,
-            bmm2_scale=1.0,
             window_left=window_left,
-            out=out3[: metadata.num_tokens],
             kv_layout="HND",
             q_len_per_req=metadata.q_len_per_req,
         )

@@ -25,7 +25,8 @@ from typing import Any, Optional
 
 import torch
 
-from ..forward_mode import ForwardMode
+from guardrails.forward_mode import ForwardMode
+
 from .kv_pool import DUMMY_REQ_ROW, MHATokenToKVPool, ReqToTokenPool
 
 __all__ = ["ForwardBatch", "ModelRunner", "pad_forward_batch_for_dp"]

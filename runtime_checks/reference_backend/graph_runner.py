@@ -25,7 +25,8 @@ from typing import Optional, Sequence
 
 import torch
 
-from ..forward_mode import ForwardMode
+from guardrails.forward_mode import ForwardMode
+
 from .attention_backend import AttentionLayer, ReferenceAttnBackend
 from .forward_batch import ForwardBatch
 from .kv_pool import DUMMY_REQ_ROW, MHATokenToKVPool

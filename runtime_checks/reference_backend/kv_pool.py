@@ -27,7 +27,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from ..models import PagedKVCache, SlidingWindowPool
+from guardrails.models import PagedKVCache, SlidingWindowPool
 
 __all__ = ["PageAllocator", "ReqToTokenPool", "MHATokenToKVPool", "SWAKVPool", "DUMMY_PAGE", "DUMMY_REQ_ROW"]
 

@@ -23,7 +23,8 @@ from typing import Optional, Sequence
 
 import torch
 
-from ..forward_mode import ForwardMode
+from guardrails.forward_mode import ForwardMode
+
 from .attention_backend import AttentionLayer
 from .forward_batch import ForwardBatch, ModelRunner
 from .kv_pool import MHATokenToKVPool, ReqToTokenPool, SWAKVPool

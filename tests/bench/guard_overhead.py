@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import torch
 
-from runtime_checks.entry_points import ENTRY_POINTS
+from runtime_checks.kernel_specs import ENTRY_POINTS
 from runtime_checks.launch_guard import make_guard
 from runtime_checks.state import STATE, configure
 from tests.launch_args import context_kwargs, decode_kwargs, paged_case

@@ -14,7 +14,7 @@ Parts (``--part``, default all):
    DECODE, TARGET_VERIFY (4 draft tokens), DRAFT_EXTEND_V2 (accept lengths 1..4) and IDLE
    (DP-padded to 2 dummy rows), on a full pool and on a hybrid SWA pool (layer 1 a
    sliding-window layer), eager and, for DECODE / TARGET_VERIFY, through
-   :class:`~guardrails.reference_backend.CudaGraphRunner` (capture at batch sizes 4 and 8,
+   :class:`~runtime_checks.reference_backend.CudaGraphRunner` (capture at batch sizes 4 and 8,
    then replays with new requests padded to the captured size). Outputs are poisoned with
    NaN before every run and compared with a float64 torch reference; pass: relative error
    <= 1e-2, no NaN, DP-padded rows zero. On CUDA the prefill modes run on fa3 and fa2.
@@ -42,10 +42,10 @@ from typing import Any, Callable
 import torch
 
 from guardrails import FmhaInvariantError
-from guardrails.reference_backend import (
+from runtime_checks.reference_backend import (
     CudaGraphRunner, ForwardMode, ReferenceAttnBackend, pad_forward_batch_for_dp,
 )
-from guardrails.reference_backend.workload import CPU_GEOMETRY, GPU_GEOMETRY, Workload, max_relative_error
+from runtime_checks.reference_backend.workload import CPU_GEOMETRY, GPU_GEOMETRY, Workload, max_relative_error
 
 REPO = Path(__file__).resolve().parents[2]
 SEED_DIR = REPO / "examples" / "seed_bugs"
@@ -93,7 +93,7 @@ def window_effect(w: Workload, rows, q_lens, outs) -> float | None:
     """For the sliding-window layers: the outputs' relative distance from the reference
     WITHOUT the window. Large means the window was applied (the SWA comparison is not
     vacuous); ``None`` without an SWA layer."""
-    from guardrails.reference_backend.workload import reference_attention
+    from runtime_checks.reference_backend.workload import reference_attention
 
     effects = []
     for layer, out in zip(w.layers, outs):
