@@ -49,6 +49,7 @@ def describe_invariant(entry) -> str:
         f"Likely cause: {entry.cause}",
         f"Fix: {entry.fix}",
         f"Source: {entry.source}",
+        *([f"Measured: {entry.measured}"] if entry.measured else []),
         f"Defined in: {entry.module}",
     ]
     if entry.values_part:

@@ -6,6 +6,10 @@ above it) stays baselined, while a changed line or a finding in another method i
 Identical keys are counted: a baseline holding one ``GR001`` on a line accepts one
 finding with that key, and a second, copied call is new.
 
+A baseline is written only when asked (``--write-baseline FILE``: replaced atomically,
+in a directory that must exist) and read with ``--baseline FILE``, which must exist: a
+mistyped path is an error, never a fresh baseline that passes.
+
 File format (JSON, sorted, meant to be committed)::
 
     {"tool": "fmha-guard", "version": 1,
@@ -20,6 +24,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from .atomic_write import write_atomically
 from .engine import AuditResult
 from .finding import Finding
 
@@ -28,7 +33,7 @@ Key = tuple[str, str, str, str]
 
 
 class BaselineError(ValueError):
-    """A baseline file that cannot be read."""
+    """A baseline file that cannot be read or written (the message names it)."""
 
 
 def line_hash(text: str) -> str:
@@ -41,30 +46,65 @@ def finding_key(finding: Finding, result: AuditResult) -> Key:
 
 
 def write_baseline(path: Path, result: AuditResult) -> int:
-    """Write ``result``'s findings to ``path``; the number written."""
+    """Write ``result``'s findings to ``path`` (created or replaced atomically: a reader
+    never sees half a baseline); the number written. The directory must exist: a
+    mistyped path is a :class:`BaselineError`, never a new folder."""
     counts = Counter(finding_key(f, result) for f in result.findings)
     rows = [
         {"rule": r, "path": p, "symbol": s, "line_hash": h, "count": n}
         for (r, p, s, h), n in sorted(counts.items())
     ]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        json.dumps({"tool": "fmha-guard", "version": FORMAT_VERSION, "findings": rows}, indent=2) + "\n",
-        encoding="utf-8",
-    )
+    if not path.parent.is_dir():
+        raise BaselineError(f"{path}: cannot write the baseline: no such directory {path.parent}")
+    if path.is_dir():
+        raise BaselineError(f"{path}: cannot write the baseline: it is a directory")
+    text = json.dumps({"tool": "fmha-guard", "version": FORMAT_VERSION, "findings": rows}, indent=2) + "\n"
+    try:
+        write_atomically(path, text)
+    except OSError as exc:
+        raise BaselineError(f"{path}: cannot write the baseline: {exc.strerror or exc}") from None
     return len(result.findings)
 
 
+#: Each row's keys, and the type its value must have.
+ROW_KEYS = {"rule": str, "path": str, "symbol": str, "line_hash": str, "count": int}
+
+
 def load_baseline(path: Path) -> Counter[Key]:
+    """The baseline in ``path``; a :class:`BaselineError` naming the file and what is wrong
+    with it (missing, unreadable, not JSON (with the position), a missing key)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if data.get("version") != FORMAT_VERSION:
-            raise BaselineError(f"{path}: unsupported baseline version {data.get('version')!r}")
-        return Counter({(r["rule"], r["path"], r["symbol"], r["line_hash"]): int(r["count"]) for r in data["findings"]})
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        if isinstance(exc, BaselineError):
-            raise
-        raise BaselineError(f"{path}: not a fmha-guard baseline ({type(exc).__name__}: {exc})") from None
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise BaselineError(f"{path}: no such baseline file; write one with --write-baseline {path}") from None
+    except OSError as exc:
+        raise BaselineError(f"{path}: cannot read the baseline: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise BaselineError(f"{path}: not a fmha-guard baseline: not UTF-8 at byte {exc.start}") from None
+    except json.JSONDecodeError as exc:
+        raise BaselineError(
+            f"{path}: not a fmha-guard baseline: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from None
+    if not isinstance(data, dict):
+        raise BaselineError(f"{path}: not a fmha-guard baseline: a JSON {type(data).__name__}, not an object")
+    if data.get("version") != FORMAT_VERSION:
+        raise BaselineError(f"{path}: unsupported baseline version {data.get('version')!r} (expected {FORMAT_VERSION})")
+    rows = data.get("findings")
+    if not isinstance(rows, list):
+        raise BaselineError(f"{path}: not a fmha-guard baseline: 'findings' must be a list of objects")
+    counts: Counter[Key] = Counter()
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise BaselineError(f"{path}: findings[{i}] is not an object")
+        for key, kind in ROW_KEYS.items():
+            if key not in row:
+                raise BaselineError(f"{path}: findings[{i}] has no {key!r}")
+            if not isinstance(row[key], kind) or isinstance(row[key], bool):
+                raise BaselineError(f"{path}: findings[{i}].{key} must be a {kind.__name__}, not {row[key]!r}")
+        counts[(row["rule"], row["path"], row["symbol"], row["line_hash"])] += row["count"]
+    return counts
 
 
 def filter_new(result: AuditResult, baseline: Counter[Key]) -> AuditResult:

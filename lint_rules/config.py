@@ -33,9 +33,14 @@ Rule selection lives in the same section::
 
 ``select`` / ``ignore`` take codes or names (the command line's ``--select`` /
 ``--ignore`` replace them); ``per-path-ignores`` maps a glob, matched against the path
-relative to the audited root (a glob without ``/`` also matches the file name alone),
-to codes. In ``pyproject.toml`` it is a table: ``per-path-ignores = {"tests/*" = ["GR001"]}``.
-Any other key is a :class:`ConfigError`.
+relative to the config file's directory (a glob without ``/`` also matches the file
+name alone), to codes. In ``pyproject.toml`` it is a table:
+``per-path-ignores = {"tests/*" = ["GR001"]}``. Any other key is a :class:`ConfigError`
+that names the file, the section and the key.
+
+Each file gets the configuration of the nearest ``pyproject.toml`` / ``setup.cfg`` with
+an fmha-guard section above it (:class:`ConfigResolver`, one lookup per directory), or
+the one file ``--config`` names.
 
 Neither libcst nor pydantic is imported here: a fully cached audit must start fast.
 """
@@ -44,9 +49,10 @@ from __future__ import annotations
 
 import configparser
 import fnmatch
+import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -217,6 +223,15 @@ class LintConfig:
     select: tuple[str, ...] | None = None
     ignore: tuple[str, ...] | None = None
     per_path_ignores: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    #: Where it was read: the file and its section (error messages), and the directory
+    #: the ``per-path-ignores`` globs are relative to. Not compared: two files saying the
+    #: same thing are the same configuration (``cache_key`` still tells them apart).
+    origin: str | None = field(default=None, compare=False)
+    section: str | None = field(default=None, compare=False)
+    base_dir: str | None = field(default=None, compare=False)
+    #: The absolute directory the engine's paths are relative to (the audited root), set
+    #: per target by :meth:`anchored`; ``None``: paths are matched as given.
+    anchor: str | None = field(default=None, compare=False)
 
     is_kernel_call = _NameTest("kernel_calls")
     is_ignored_kernel_arg = _NameTest("ignored_kernel_args")
@@ -235,15 +250,30 @@ class LintConfig:
                 object.__setattr__(self, f.name, tuple(value))
 
     def ignored_for(self, path: str) -> frozenset[str]:
-        """Codes (upper-cased) that ``per_path_ignores`` switches off for ``path``."""
+        """Codes (upper-cased) that ``per_path_ignores`` switches off for ``path``: a path
+        relative to :attr:`anchor`, matched relative to :attr:`base_dir` (the config
+        file's directory) when both are known, as given otherwise."""
         if not self.per_path_ignores:
             return frozenset()
+        if self.base_dir is not None and self.anchor is not None:
+            path = os.path.relpath(os.path.join(self.anchor, path), self.base_dir).replace(os.sep, "/")
         base = path.rsplit("/", 1)[-1]
         out: set[str] = set()
         for glob, codes in self.per_path_ignores:
             if fnmatch.fnmatchcase(path, glob) or ("/" not in glob and fnmatch.fnmatchcase(base, glob)):
                 out.update(c.upper() for c in codes)
         return frozenset(out)
+
+    def anchored(self, anchor: str | None) -> "LintConfig":
+        """This configuration for paths relative to ``anchor`` (an absolute directory;
+        ``None`` for archive members, matched as they are)."""
+        if not self.per_path_ignores or self.base_dir is None or anchor == self.anchor:
+            return self
+        return replace(self, anchor=anchor)
+
+    def where(self, key: str) -> str:
+        """``setup.cfg: [fmha-guard] select``: where a key of this configuration was read."""
+        return f"{self.origin}: [{self.section}] {key}" if self.origin else key
 
     def cache_key(self) -> str:
         """A stable text of every field (the result cache's key)."""
@@ -271,31 +301,30 @@ _SELECTION_KEYS = ("select", "ignore", "per-path-ignores")
 _KEYS = {
     f"extra-{f.name.replace('_', '-')}": f.name
     for f in fields(LintConfig)
-    if f.name.replace("_", "-") not in _SELECTION_KEYS
+    if f.name.replace("_", "-") not in _SELECTION_KEYS and f.compare
 }
+#: The section each kind of file holds: ``[tool.fmha-guard]`` in TOML, ``[fmha-guard]`` in INI.
+TOML_SECTION, INI_SECTION = "tool.fmha-guard", "fmha-guard"
 
 
 class ConfigError(ValueError):
-    """A configuration file names an unknown key or holds a malformed value."""
+    """A configuration file that cannot be read, names an unknown key or holds a
+    malformed value; the message names the file, the section and the key."""
 
 
-def _split(value: object) -> list[str]:
+def _split(value: object, where: str) -> list[str]:
     if isinstance(value, str):
         return [v.strip() for v in value.replace("\n", ",").split(",") if v.strip()]
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return list(value)
-    raise ConfigError(f"expected a list of names, got {value!r}")
+    raise ConfigError(f"{where}: expected a list of names, got {value!r}")
 
 
-def _codes(value: object, origin: str, key: str) -> tuple[str, ...]:
-    try:
-        names = _split(value)
-    except ConfigError as exc:
-        raise ConfigError(f"{origin}: {key}: {exc}") from None
-    return tuple(normalize_code(n) for n in names)
+def _codes(value: object, where: str) -> tuple[str, ...]:
+    return tuple(normalize_code(n) for n in _split(value, where))
 
 
-def _per_path(value: object, origin: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+def _per_path(value: object, where: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
     pairs: list[tuple[str, object]] = []
     if isinstance(value, dict):  # pyproject.toml table
         pairs = list(value.items())
@@ -304,65 +333,149 @@ def _per_path(value: object, origin: str) -> tuple[tuple[str, tuple[str, ...]], 
             if not line.strip():
                 continue
             if ":" not in line:
-                raise ConfigError(f"{origin}: per-path-ignores: expected 'GLOB: CODES', got {line.strip()!r}")
+                raise ConfigError(f"{where}: expected 'GLOB: CODES', got {line.strip()!r}")
             glob, codes = line.rsplit(":", 1)
             pairs.append((glob.strip(), codes))
     else:
-        raise ConfigError(f"{origin}: per-path-ignores: expected a table of glob = codes, got {value!r}")
+        raise ConfigError(f"{where}: expected a table of glob = codes, got {value!r}")
     out = []
     for glob, codes in pairs:
         glob = glob.strip().removeprefix("./")
-        parsed = _codes(codes, origin, f"per-path-ignores {glob!r}")
+        parsed = _codes(codes, f"{where} {glob!r}")
         if not glob or not parsed:
-            raise ConfigError(f"{origin}: per-path-ignores: {glob!r} needs a glob and at least one code")
+            raise ConfigError(f"{where}: {glob!r} needs a glob and at least one code")
         out.append((glob, parsed))
     return tuple(out)
 
 
-def _from_mapping(section: dict[str, object], origin: str) -> LintConfig:
+def _from_mapping(section: dict[str, object], origin: str, name: str, base_dir: str | None) -> LintConfig:
     extra: dict[str, list[str]] = {}
     selection: dict[str, object] = {}
     for key, value in section.items():
         norm = key.replace("_", "-")
+        where = f"{origin}: [{name}] {key}"
         if norm in ("select", "ignore"):
-            selection[norm] = _codes(value, origin, norm)
+            selection[norm] = _codes(value, where)
             continue
         if norm == "per-path-ignores":
-            selection["per_path_ignores"] = _per_path(value, origin)
+            selection["per_path_ignores"] = _per_path(value, where)
             continue
-        field = _KEYS.get(norm)
-        if field is None:
+        field_name = _KEYS.get(norm)
+        if field_name is None:
             known = ", ".join([*_SELECTION_KEYS, *_KEYS])
-            raise ConfigError(f"{origin}: unknown key {key!r}; known keys: {known}")
-        extra[field] = _split(value)
+            raise ConfigError(f"{origin}: [{name}]: unknown key {key!r}; known keys: {known}")
+        extra[field_name] = _split(value, where)
     base = LintConfig.extended(**extra)
-    return LintConfig(**{**{f.name: getattr(base, f.name) for f in fields(base)}, **selection})
+    where_from = {"origin": origin, "section": name, "base_dir": base_dir}
+    return LintConfig(**{**{f.name: getattr(base, f.name) for f in fields(base)}, **selection, **where_from})
+
+
+def _is_toml(path: Path) -> bool:
+    return path.suffix == ".toml"
+
+
+def read_config_file(path: Path, base_dir: Path | None = None, *, required: bool = False) -> LintConfig | None:
+    """The configuration in one file: ``[tool.fmha-guard]`` of a TOML file (``pyproject.toml``,
+    or a table ``[fmha-guard]`` in any other ``.toml``), ``[fmha-guard]`` of an INI file
+    (``setup.cfg``). ``None`` when it has no such section, unless ``required`` (then a
+    :class:`ConfigError`). ``base_dir``: what the globs are relative to (default: the
+    file's directory)."""
+    origin = str(path)
+    base = os.path.abspath(base_dir if base_dir is not None else path.parent)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{origin}: cannot read: {exc}") from None
+    if _is_toml(path):
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{origin}: not valid TOML: {exc}") from None
+        tool = data.get("tool", {})
+        for name, table in ((TOML_SECTION, tool.get("fmha-guard") if isinstance(tool, dict) else None),
+                            (INI_SECTION, data.get("fmha-guard") if path.name != "pyproject.toml" else None)):
+            if table is None:
+                continue
+            if not isinstance(table, dict):
+                raise ConfigError(f"{origin}: [{name}]: expected a table, got {table!r}")
+            return _from_mapping(table, origin, name, base)
+        expected = TOML_SECTION
+    else:
+        parser = configparser.ConfigParser(interpolation=None)
+        try:
+            parser.read_string(text, source=origin)
+        except configparser.Error as exc:
+            raise ConfigError(f"{origin}: not a valid INI file: {exc}") from None
+        if parser.has_section(INI_SECTION):
+            return _from_mapping(dict(parser.items(INI_SECTION)), origin, INI_SECTION, base)
+        expected = INI_SECTION
+    if required:
+        raise ConfigError(f"{origin}: no [{expected}] section")
+    return None
+
+
+#: Looked for in each directory, in this order (the first with an fmha-guard section wins).
+CONFIG_FILES = ("pyproject.toml", "setup.cfg")
+
+
+def _in_directory(folder: Path) -> LintConfig | None:
+    for name in CONFIG_FILES:
+        candidate = folder / name
+        if candidate.is_file():
+            config = read_config_file(candidate)
+            if config is not None:
+                return config
+    return None
 
 
 def load_config(start: Path) -> LintConfig:
-    """Find the nearest ``setup.cfg`` / ``pyproject.toml`` with an fmha-guard section.
+    """The configuration of the nearest ``pyproject.toml`` / ``setup.cfg`` with an
+    fmha-guard section: in ``start`` (a directory) or its parents; the defaults when
+    none is found. Raises :class:`ConfigError` for a bad file."""
+    return ConfigResolver().for_path(start)
 
-    Searches ``start`` and its parents; returns the defaults when none is found.
-    Raises :class:`ConfigError` for an unknown key.
-    """
-    start = start.resolve()
-    for folder in [start, *start.parents] if start.is_dir() else [*start.parents]:
-        pyproject = folder / "pyproject.toml"
-        if pyproject.is_file():
-            try:
-                data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-            except tomllib.TOMLDecodeError as exc:
-                raise ConfigError(f"{pyproject}: not valid TOML: {exc}") from None
-            section = data.get("tool", {}).get("fmha-guard")
-            if section is not None:
-                return _from_mapping(section, str(pyproject))
-        setup_cfg = folder / "setup.cfg"
-        if setup_cfg.is_file():
-            parser = configparser.ConfigParser(interpolation=None)
-            try:
-                parser.read(setup_cfg, encoding="utf-8")
-            except configparser.Error as exc:
-                raise ConfigError(f"{setup_cfg}: {exc}") from None
-            if parser.has_section("fmha-guard"):
-                return _from_mapping(dict(parser.items("fmha-guard")), str(setup_cfg))
-    return LintConfig()
+
+class ConfigResolver:
+    """Each file's configuration: the nearest config file above it, looked up once per
+    directory; or, with ``forced`` (``--config FILE``), that file for every path, its
+    globs relative to the current directory (as ruff's ``--config``)."""
+
+    def __init__(self, forced: Path | None = None) -> None:
+        self._forced = read_config_file(forced, Path.cwd(), required=True) if forced is not None else None
+        self._by_dir: dict[str, LintConfig] = {}
+
+    @classmethod
+    def fixed(cls, config: LintConfig) -> "ConfigResolver":
+        """A resolver that gives every path ``config`` (reads no file)."""
+        resolver = cls()
+        resolver._forced = config
+        return resolver
+
+    def for_path(self, path: str | os.PathLike[str]) -> LintConfig:
+        """The configuration for ``path``: a file (its directory is searched first) or
+        a directory."""
+        if self._forced is not None:
+            return self._forced
+        folder = os.path.abspath(path)
+        if not os.path.isdir(folder):
+            folder = os.path.dirname(folder)
+        return self._for_dir(folder)
+
+    def _for_dir(self, folder: str) -> LintConfig:
+        visited: list[str] = []
+        config: LintConfig | None = None
+        while True:
+            cached = self._by_dir.get(folder)
+            if cached is not None:
+                config = cached
+                break
+            visited.append(folder)
+            config = _in_directory(Path(folder))
+            parent = os.path.dirname(folder)
+            if config is not None or parent == folder:
+                break
+            folder = parent
+        config = config if config is not None else LintConfig()
+        for seen in visited:
+            self._by_dir[seen] = config
+        return config

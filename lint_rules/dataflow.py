@@ -6,12 +6,18 @@ at this point of the method, carry the source?". The walk follows statements in 
 re-binds a name when it is assigned (``bs = forward_batch.batch_size`` taints ``bs``,
 ``bs = cu_seqlens_q.shape[0] - 1`` clears it), merges both arms of an ``if``, and runs
 loop bodies twice so that a name tainted late in the body reaches its start.
+
+Each tainted name also keeps its *origin chain* (:attr:`FlowState.origins`): the source
+node, then each binding that carried the taint on (``bs = forward_batch.batch_size``,
+``rows = bs * q_len``). Rules report it as evidence (:func:`taint_chain`); it never
+changes what is tainted.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import libcst as cst
@@ -28,23 +34,36 @@ class FlowState:
     guarded: bool = False
     #: The path returned or raised: it does not flow into what follows a branch.
     dead: bool = False
+    #: Tainted name -> the nodes that carried the taint to it, source first (evidence only).
+    origins: Mapping[str, tuple[cst.CSTNode, ...]] = field(default_factory=dict, compare=False)
 
     def merge(self, other: "FlowState") -> "FlowState":
         if self.dead:
             return other
         if other.dead:
             return self
-        return FlowState(self.tainted | other.tainted, self.guarded and other.guarded)
+        return FlowState(
+            self.tainted | other.tainted, self.guarded and other.guarded, origins={**other.origins, **self.origins}
+        )
 
-    def bind(self, names: Sequence[str], tainted: bool) -> "FlowState":
+    def bind(self, names: Sequence[str], tainted: bool, origin: tuple[cst.CSTNode, ...] = ()) -> "FlowState":
         if not names:
             return self
         new = set(self.tainted)
+        origins = dict(self.origins)
         if tainted:
             new.update(names)
+            for name in names:
+                origins[name] = origin[-MAX_CHAIN:]
         else:
             new.difference_update(names)
-        return replace(self, tainted=frozenset(new))
+            for name in names:
+                origins.pop(name, None)
+        return replace(self, tainted=frozenset(new), origins=origins)
+
+
+#: Longest origin chain kept (a loop re-binding a name would otherwise grow it).
+MAX_CHAIN = 6
 
 
 Verdict = Literal["source", "clean"] | None
@@ -89,6 +108,22 @@ def tainted_parts(expr: cst.CSTNode, state: FlowState, classify: Classifier) -> 
     return walk.hits
 
 
+def _chain_of(hits: Sequence[cst.CSTNode], state: FlowState) -> tuple[cst.CSTNode, ...]:
+    if not hits:
+        return ()
+    hit = hits[0]
+    if isinstance(hit, cst.Name) and hit.value in state.tainted:
+        return tuple(state.origins.get(hit.value, ()))
+    return (hit,)
+
+
+def taint_chain(expr: cst.CSTNode, state: FlowState, classify: Classifier) -> tuple[cst.CSTNode, ...]:
+    """Where the taint of ``expr`` comes from: the source node, then each binding that
+    carried it to the name ``expr`` uses (empty when clean or unknown, e.g. a helper's
+    parameter tainted by its caller)."""
+    return _chain_of(tainted_parts(expr, state, classify), state)
+
+
 #: Called for each simple statement and each compound statement's header expression,
 #: with the state before it; may return a new state (None keeps it).
 StatementHook = Callable[[cst.CSTNode, FlowState], "FlowState | None"]
@@ -113,19 +148,32 @@ class FlowWalker:
         self.after_if = after_if
         self.call_summary = call_summary
 
-    def _bind_target(self, target: cst.BaseExpression, value: cst.BaseExpression, state: FlowState) -> FlowState:
+    def _bind_target(
+        self, target: cst.BaseExpression, value: cst.BaseExpression, state: FlowState, stmt: cst.CSTNode
+    ) -> FlowState:
         """Bind one assignment target; unpack a tuple element-wise when the value allows."""
         if isinstance(target, (cst.Tuple, cst.List)):
             parts: list[bool] | None = None
+            origins: list[tuple[cst.CSTNode, ...]] = []
             if isinstance(value, (cst.Tuple, cst.List)) and len(value.elements) == len(target.elements):
-                parts = [self.is_tainted(el.value, state) for el in value.elements]
+                origins = [self._origin(el.value, state, stmt) for el in value.elements]
+                parts = [bool(o) for o in origins]
             elif isinstance(value, cst.Call) and self.call_summary is not None:
                 parts = self.call_summary(value, state)
+                origins = [(value, stmt)] * len(parts or ())
             if parts is not None and len(parts) == len(target.elements):
-                for el, tainted in zip(target.elements, parts):
-                    state = state.bind(target_names(el.value), tainted)
+                for el, tainted, origin in zip(target.elements, parts, origins):
+                    state = state.bind(target_names(el.value), tainted, origin)
                 return state
-        return state.bind(target_names(target), self.is_tainted(value, state))
+        origin = self._origin(value, state, stmt)
+        return state.bind(target_names(target), bool(origin), origin)
+
+    def _origin(self, value: cst.CSTNode, state: FlowState, stmt: cst.CSTNode) -> tuple[cst.CSTNode, ...]:
+        """The origin chain a name bound to ``value`` by ``stmt`` gets; empty when clean."""
+        hits = tainted_parts(value, state, self.classify)
+        if not hits:
+            return ()
+        return (*_chain_of(hits, state), stmt)
 
     def is_tainted(self, expr: cst.CSTNode, state: FlowState) -> bool:
         return bool(tainted_parts(expr, state, self.classify))
@@ -161,18 +209,19 @@ class FlowWalker:
         if isinstance(stmt, cst.Assign):
             state = self._visit(stmt, state)
             for t in stmt.targets:
-                state = self._bind_target(t.target, stmt.value, state)
+                state = self._bind_target(t.target, stmt.value, state, stmt)
             return state
         if isinstance(stmt, cst.AnnAssign):
             state = self._visit(stmt, state)
             if stmt.value is not None:
-                state = state.bind(target_names(stmt.target), self.is_tainted(stmt.value, state))
+                origin = self._origin(stmt.value, state, stmt)
+                state = state.bind(target_names(stmt.target), bool(origin), origin)
             return state
         if isinstance(stmt, cst.AugAssign):
             state = self._visit(stmt, state)
-            names = target_names(stmt.target)
-            if self.is_tainted(stmt.value, state):
-                state = state.bind(names, True)
+            origin = self._origin(stmt.value, state, stmt)
+            if origin:
+                state = state.bind(target_names(stmt.target), True, origin)
             return state
         if isinstance(stmt, cst.If):
             before = state
@@ -190,7 +239,8 @@ class FlowWalker:
             return after
         if isinstance(stmt, cst.For):
             state = self._visit(stmt.iter, state)
-            entry = state.bind(target_names(stmt.target), self.is_tainted(stmt.iter, state))
+            origin = self._origin(stmt.iter, state, stmt.iter)
+            entry = state.bind(target_names(stmt.target), bool(origin), origin)
             return self._loop(stmt, state, entry)
         if isinstance(stmt, cst.While):
             state = self._visit(stmt.test, state)
@@ -199,9 +249,8 @@ class FlowWalker:
             for item in stmt.items:
                 state = self._visit(item.item, state)
                 if item.asname is not None:
-                    state = state.bind(
-                        target_names(item.asname.name), self.is_tainted(item.item, state)
-                    )
+                    origin = self._origin(item.item, state, item)
+                    state = state.bind(target_names(item.asname.name), bool(origin), origin)
             return self._block(stmt.body, state)
         if isinstance(stmt, cst.Try):
             body = self._block(stmt.body, state)

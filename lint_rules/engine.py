@@ -2,8 +2,10 @@
 
 A file is parsed only if it contains every word one of the selected rules declares
 (``LintRule.WORDS``); on SGLang's ``srt/`` tree that skips most files unparsed. Files
-are linted in worker processes; a file that fails to parse, or a rule that fails on a
-file, becomes an error entry for that file and never aborts the run. Suppression
+are linted in worker processes. A file that cannot be listed, read, decoded or parsed
+(:mod:`lint_rules.sources`; one nested too deep for the parser, :mod:`lint_rules.nesting`),
+or a rule that fails on a file, becomes an error entry for that file
+(``AuditResult.errors``: they fail the run like findings) and never aborts it. Suppression
 comments (:mod:`lint_rules.suppressions`) are applied per file, per-path ignores
 (``LintConfig.per_path_ignores``) before a file is linted.
 
@@ -16,15 +18,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from .config import LintConfig, normalize_code
+from .config import ConfigError, ConfigResolver, LintConfig, normalize_code
 from .finding import FileError, Finding
 from .result_cache import ResultCache, content_hash, context_key
-from .sources import SourceFile, SourceText, decode, iter_source_files
+from .sources import SourceFile, SourceText, decode, is_archive, iter_source_files
 from .suppressions import MARKER, PSEUDO_RULES, apply_suppressions
 
 if TYPE_CHECKING:
@@ -54,6 +56,10 @@ class AuditResult:
     cache_hits: int = 0
     #: Findings dropped because the baseline holds them.
     baselined: int = 0
+    #: path -> the file on disk it was read from, for the files ``--fix`` may rewrite;
+    #: ``None`` for one reached through a symlink that leaves the audited directory.
+    #: Archive members are never listed.
+    locations: dict[str, str | None] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -63,19 +69,52 @@ class AuditResult:
         }
 
 
+class Progress(Protocol):
+    """Told how many files are to be linted (parsed) and when each is done."""
+
+    def add(self, total: int) -> None: ...
+
+    def advance(self) -> None: ...
+
+
 class RuleSelection:
     """``select`` / ``ignore`` (codes or names), resolved to rule classes only when needed.
 
     The pseudo-rules GR900 / GR901 (suppression comments) are on unless ignored; a
-    ``select`` that names only pseudo-rules runs no real rule.
+    ``select`` that names only pseudo-rules runs no real rule. With ``from_config``
+    (the command line), a ``select`` / ``ignore`` left ``None`` is each file's
+    configuration's (:meth:`resolve`).
     """
 
-    def __init__(self, select: Sequence[str] | None = None, ignore: Sequence[str] | None = None) -> None:
+    def __init__(
+        self, select: Sequence[str] | None = None, ignore: Sequence[str] | None = None, *, from_config: bool = False
+    ) -> None:
         self.select = tuple(normalize_code(s) for s in select) if select else None
         self.ignore = tuple(normalize_code(s) for s in ignore) if ignore else ()
         ignored = set(self.ignore)
         self.pseudo = frozenset(c for c, r in PSEUDO_RULES.items() if c not in ignored and r.NAME not in ignored)
         self._given: list[type[LintRule]] | None = None
+        self.from_config = from_config
+        self._ignore_given = ignore is not None
+        #: ``select`` / ``ignore`` -> where the config file set it (error messages).
+        self.config_keys: dict[str, str] = {}
+        self._resolved: dict[str, RuleSelection] = {}
+
+    def resolve(self, config: LintConfig) -> "RuleSelection":
+        """The selection for files under ``config``: this one, or with ``from_config``
+        the config's ``select`` / ``ignore`` where this one sets none."""
+        if not self.from_config:
+            return self
+        key = config.cache_key()
+        if key not in self._resolved:
+            take_select = self.select is None and config.select is not None
+            take_ignore = not self._ignore_given and config.ignore is not None
+            sel = RuleSelection(
+                config.select if take_select else self.select, config.ignore if take_ignore else self.ignore
+            )
+            sel.config_keys = {k: config.where(k) for k, taken in (("select", take_select), ("ignore", take_ignore)) if taken}
+            self._resolved[key] = sel
+        return self._resolved[key]
 
     @classmethod
     def of(cls, rules: "Sequence[type[LintRule]] | RuleSelection") -> "RuleSelection":
@@ -109,14 +148,25 @@ class RuleSelection:
         return frozenset(r.CODE for r in ALL_RULES)
 
     def validate(self, config: LintConfig) -> None:
-        """Resolve the selection and check every code the config names."""
-        from .registry import find_rule
+        """Resolve the selection and check every code the config names; an unknown code
+        the config file set is a :class:`ConfigError` naming the file and the key."""
+        from .registry import UnknownRuleError, find_rule
 
-        self.rules  # noqa: B018 - raises for an unknown code
-        for _, codes in config.per_path_ignores:
+        def check(codes: Sequence[str], where: str | None) -> None:
             for code in codes:
                 if not _is_pseudo(code):
-                    find_rule(code)
+                    try:
+                        find_rule(code)
+                    except UnknownRuleError as exc:
+                        if where is None:
+                            raise
+                        raise ConfigError(f"{where}: {exc}") from None
+
+        for key, where in self.config_keys.items():
+            check(getattr(self, key) or (), where)
+        self.rules  # noqa: B018 - raises for an unknown code
+        for _, codes in config.per_path_ignores:
+            check(codes, config.where("per-path-ignores") if config.origin else None)
 
 
 def _is_pseudo(key: str) -> bool:
@@ -141,8 +191,12 @@ def lint_source(
     """
     import libcst as cst
 
+    from .nesting import nesting_problem
     from .rule import ModuleContext
 
+    problem = nesting_problem(text)  # before libcst, whose memory grows with its square
+    if problem is not None:
+        return [], [FileError(path, problem)], {}
     try:
         module = cst.parse_module(text)
     except cst.ParserSyntaxError as exc:
@@ -193,7 +247,7 @@ def _entry(parsed: bool, findings: Sequence[Finding], errors: Sequence[FileError
     if parsed:
         entry["p"] = 1
     if findings:
-        entry["f"] = [[f.line, f.col, f.rule, f.name, f.symbol, f.message] for f in findings]
+        entry["f"] = [f.to_row() for f in findings]
         entry["l"] = [[line, text] for (_, line), text in lines.items()]
     if errors:
         entry["e"] = [e.message for e in errors]
@@ -203,8 +257,8 @@ def _entry(parsed: bool, findings: Sequence[Finding], errors: Sequence[FileError
 def _add_entry(result: AuditResult, path: str, entry: dict) -> None:
     if entry.get("p"):
         result.files_parsed += 1
-    for line, col, rule, name, symbol, message in entry.get("f", ()):
-        result.findings.append(Finding(path, line, col, rule, name, symbol, message))
+    for row in entry.get("f", ()):
+        result.findings.append(Finding.from_row(path, row))
     for line, text in entry.get("l", ()):
         result.lines[(path, line)] = text
     for message in entry.get("e", ()):
@@ -218,14 +272,21 @@ def audit_files(
     jobs: int | None = None,
     cache: ResultCache | None = None,
     result: AuditResult | None = None,
+    progress: Progress | None = None,
 ) -> AuditResult:
-    """Lint files not read yet, using ``cache`` (see :mod:`lint_rules.result_cache`) if given."""
+    """Lint files not read yet, using ``cache`` (see :mod:`lint_rules.result_cache`) if
+    given; ``progress`` hears about the files that must be parsed."""
     config = config or LintConfig()
     selection = RuleSelection.of(rules)
     result = result if result is not None else AuditResult()
     pending: list[tuple[str, str, tuple[int, int] | None, str]] = []  # path, text, sig, digest
     for src in files:
         result.files_scanned += 1
+        if src.error is not None:
+            result.errors.append(FileError(src.path, src.error))
+            continue
+        if src.location is not None:
+            result.locations[src.path] = src.location if src.in_tree else None
         if cache is not None:
             entry = cache.by_sig(src.path, src.sig)
             if entry is not None:
@@ -251,7 +312,7 @@ def audit_files(
             continue
         pending.append((src.path, decoded.text, src.sig, digest))
     if pending:
-        _lint_pending(pending, selection, config, jobs, cache, result)
+        _lint_pending(pending, selection, config, jobs, cache, result, progress)
     if cache is not None:
         result.cache_hits += cache.hits
     result.findings.sort()
@@ -259,7 +320,9 @@ def audit_files(
     return result
 
 
-def _lint_pending(pending, selection: RuleSelection, config: LintConfig, jobs, cache, result: AuditResult) -> None:
+def _lint_pending(
+    pending, selection: RuleSelection, config: LintConfig, jobs, cache, result: AuditResult, progress: Progress | None
+) -> None:
     selection.validate(config)
     instances = [r(config) for r in selection.rules]
     known = selection.known
@@ -285,14 +348,23 @@ def _lint_pending(pending, selection: RuleSelection, config: LintConfig, jobs, c
             cache.put(path, sig, digest, entry)
     workers = jobs or os.cpu_count() or 1
     size = sum(len(job[1]) for job in work)
+    if progress is not None and work:
+        progress.add(len(work))
+    outputs = []
     if workers > 1 and len(work) > 1 and (len(work) >= PARALLEL_THRESHOLD or size >= PARALLEL_MIN_BYTES):
         from concurrent.futures import ProcessPoolExecutor
 
         chunk = max(1, len(work) // (workers * 4))
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            outputs = list(pool.map(_lint_job, work, chunksize=chunk))
+            for output in pool.map(_lint_job, work, chunksize=chunk):
+                outputs.append(output)
+                if progress is not None:
+                    progress.advance()
     else:
-        outputs = [_lint_job(job) for job in work]
+        for job in work:
+            outputs.append(_lint_job(job))
+            if progress is not None:
+                progress.advance()
     for (path, sig, digest), (findings, errors, lines) in zip(meta, outputs):
         entry = _entry(True, findings, errors, lines)
         _add_entry(result, path, entry)
@@ -334,34 +406,94 @@ def audit_paths(
     display: Sequence[str] | None = None,
     cache_dir: Path | None = None,
     only: Sequence[Collection[str] | None] | None = None,
+    *,
+    resolver: ConfigResolver | None = None,
+    progress: Progress | None = None,
 ) -> AuditResult:
     """Audit directories, ``.py`` files and archives (see :func:`iter_source_files`).
 
     ``cache_dir``: where per-file results are cached (``None``: no cache); ``only``:
-    per target, the relative paths to audit (``--since``), ``None`` for all.
+    per target, the relative paths to audit (``--since``), ``None`` for all;
+    ``resolver``: each file gets the configuration of the nearest config file above it
+    (``config`` is then unused; a ``RuleSelection(from_config=True)`` takes each one's
+    ``select`` / ``ignore``); ``progress``: told about the files being parsed. Each
+    finding and error records the directory or archive it came from (``root``).
     """
     config = config or LintConfig()
     selection = RuleSelection.of(rules)
     result = AuditResult()
-    context = cache_context(selection, config) if cache_dir is not None else ""
     loose: list[SourceFile] = []  # single files share one cache section
     for i, target in enumerate(targets):
         subset = only[i] if only else None
         files = iter_source_files(target, display[i] if display else None, subset)
-        if target.is_dir() or target.suffix != ".py":
-            cache = None
-            if cache_dir is not None:
-                cache = ResultCache(cache_dir, context, f"{'dir' if target.is_dir() else 'archive'}:{target.resolve()}")
-            audit_files(files, selection, config, jobs, cache, result)
-            if cache is not None:
-                cache.save(complete=subset is None)
+        if target.is_dir() or is_archive(target):
+            section = f"{'dir' if target.is_dir() else 'archive'}:{target.resolve()}"
+            anchor = os.path.abspath(target) if target.is_dir() else None
+            before = _ids(result)
+            for group_config, group in _config_groups(files, config, resolver, anchor, target):
+                _audit_group(group, selection, group_config, jobs, cache_dir, section, result, subset is None, progress)
+            _set_root(result, before, os.path.abspath(target), display[i] if display else target.as_posix())
         else:
             loose.extend(files)
     if loose:
-        cache = ResultCache(cache_dir, context, f"files:{Path.cwd()}") if cache_dir is not None else None
-        audit_files(loose, selection, config, jobs, cache, result)
-        if cache is not None:
-            cache.save(complete=False)
+        for group_config, group in _config_groups(loose, config, resolver, os.getcwd(), None):
+            _audit_group(group, selection, group_config, jobs, cache_dir, f"files:{Path.cwd()}", result, False, progress)
     result.findings.sort()
     result.errors.sort()
     return result
+
+
+def _config_groups(
+    files: Iterable[SourceFile], config: LintConfig, resolver: ConfigResolver | None, anchor: str | None, archive: Path | None
+) -> list[tuple[LintConfig, Iterable[SourceFile]]]:
+    """``files`` grouped by the configuration each gets (one group without a resolver;
+    an archive's members share the configuration of the archive's directory)."""
+    if resolver is None:
+        return [(config, files)]
+    if archive is not None and not archive.is_dir():
+        return [(resolver.for_path(archive).anchored(None), files)]
+    groups: dict[str, tuple[LintConfig, list[SourceFile]]] = {}
+    anchored: dict[int, tuple[LintConfig, str]] = {}
+    for src in files:
+        found = resolver.for_path(src.location or src.path)
+        if id(found) not in anchored:
+            cfg = found.anchored(anchor)
+            anchored[id(found)] = (cfg, cfg.cache_key())
+        cfg, key = anchored[id(found)]
+        groups.setdefault(key, (cfg, []))[1].append(src)
+    return list(groups.values())
+
+
+def _audit_group(
+    files: Iterable[SourceFile],
+    selection: RuleSelection,
+    config: LintConfig,
+    jobs: int | None,
+    cache_dir: Path | None,
+    section: str,
+    result: AuditResult,
+    complete: bool,
+    progress: Progress | None,
+) -> None:
+    """Audit files that share one configuration, with their own cache section."""
+    selection = selection.resolve(config)
+    cache = None
+    if cache_dir is not None:
+        cache = ResultCache(cache_dir, cache_context(selection, config), section)
+    audit_files(files, selection, config, jobs, cache, result, progress)
+    if cache is not None:
+        cache.save(complete=complete)
+
+
+def _ids(result: AuditResult) -> set[int]:
+    return {id(x) for x in (*result.findings, *result.errors)}
+
+
+def _set_root(result: AuditResult, before: set[int], root: str, target: str) -> None:
+    """Record ``root`` on the findings and errors added since ``before`` (:func:`_ids`);
+    an error about the target itself (path ``""``: an archive that cannot be read) gets
+    the target's path as given, as a single file's would."""
+    result.findings = [f if id(f) in before else replace(f, root=root) for f in result.findings]
+    result.errors = [
+        e if id(e) in before else replace(e, path=target) if not e.path else replace(e, root=root) for e in result.errors
+    ]

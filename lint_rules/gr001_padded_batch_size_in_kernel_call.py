@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 import libcst as cst
 
 from .backend_scope import iter_backend_classes, iter_methods
 from .cst_analysis import iter_calls, keyword_arg
-from .dataflow import Classifier, FlowState, FlowWalker, Verdict, tainted_parts
+from .dataflow import Classifier, FlowState, FlowWalker, Verdict, taint_chain, tainted_parts
+from .finding import Evidence
 from .forward_batch_facts import forward_batch_params, is_batch_size_read
 from .helper_summary import HelperSummaries
 from .rule import Finding, LintRule, ModuleContext, Replacement
@@ -21,6 +22,22 @@ SIZE_KEYWORD = "batch_size"
 OFFSETS_KEYWORD = "cum_seq_lens_q"
 #: Expressions that may take ``.shape`` without parentheses.
 _PRIMARY = (cst.Name, cst.Attribute, cst.Subscript, cst.Call)
+
+
+def _evidence(
+    ctx: ModuleContext,
+    fn: cst.FunctionDef,
+    chain: Sequence[cst.CSTNode],
+    args: Sequence[cst.Arg],
+    last: Sequence[tuple[str, cst.CSTNode, str]],
+) -> list[Evidence]:
+    """Where the padded size is read (``padded size``), each binding that carries it on
+    (``derived``), the kernel arguments it reaches (``argument``), then ``last`` (the
+    kernel call, or the helper it goes through)."""
+    steps = ctx.evidence_chain("padded size", chain, fn)
+    steps += [ctx.evidence("argument", arg, fn, ctx.code_of_arg(arg)) for arg in args]
+    steps += [ctx.evidence(label, node, fn, code) for label, node, code in last]
+    return steps
 
 
 class PaddedBatchSizeInKernelCall(LintRule):
@@ -364,7 +381,10 @@ class PaddedBatchSizeInKernelCall(LintRule):
                         f"{shown} passed to `{kernel}()`; take the size from the metadata "
                         "the kernel reads (e.g. `cu_seqlens_q.shape[0] - 1`)."
                     )
-                    findings.append(self.finding(ctx, tainted[0], fn, detail, self._fix(call)))
+                    evidence = _evidence(
+                        ctx, fn, taint_chain(tainted[0].value, state, classify), tainted, [("kernel", call, f"{kernel}()")]
+                    )
+                    findings.append(self.finding(ctx, tainted[0], fn, detail, self._fix(call), evidence))
             return None
 
         holders = forward_batch_params(fn)
@@ -436,7 +456,9 @@ class PaddedBatchSizeInKernelCall(LintRule):
             f"{shown} passed to {via}, which passes it to `{first.kernel}()` as {inner_args}; "
             "take the size from the metadata the kernel reads (e.g. `cu_seqlens_q.shape[0] - 1`)."
         )
-        return [self.finding(ctx, anchor, fn, detail)]
+        chain = taint_chain(walker_args[0].value, state, classify) if walker_args else ()
+        evidence = _evidence(ctx, fn, chain, walker_args, [("via", call, f"{via} -> `{first.kernel}()` as {inner_args}")])
+        return [self.finding(ctx, anchor, fn, detail, evidence=evidence)]
 
     @staticmethod
     def _replans_or_raises(ctx: ModuleContext, body: cst.BaseSuite) -> bool:

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 import libcst as cst
 
 from .backend_scope import iter_backend_classes, iter_methods
-from .dataflow import FlowState, FlowWalker, tainted_parts
+from .dataflow import FlowState, FlowWalker, taint_chain, tainted_parts
 from .kv_pool_facts import assignment_parts, is_plain_alias, make_classifier, pool_reading_helpers
 from .rule import Finding, LintRule, ModuleContext
 from .rule_info import Invalid, Valid
@@ -213,7 +213,9 @@ class StaleKvPoolState(LintRule):
                     "the pool after construction. Decide it at forward time from "
                     "`forward_batch.token_to_kv_pool`."
                 )
-                findings.append(self.finding(ctx, flagged[0], init, detail))
+                evidence = ctx.evidence_chain("pool read", taint_chain(value, state, classify), init)
+                evidence.append(ctx.evidence("cached as", node, init))
+                findings.append(self.finding(ctx, flagged[0], init, detail, evidence=evidence))
 
         FlowWalker(classify, on_statement).run(init.body.body, FlowState())
         return findings

@@ -23,11 +23,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 
 import guardrails  # stdlib-only: names load on first use, the version from the package metadata
+
+from .atomic_write import write_atomically
 
 FORMAT_VERSION = 1
 #: A file modified less than this long before the index is written is not trusted by stat.
@@ -127,16 +128,6 @@ class ResultCache:
             gitignore = self.file.parent.parent / ".gitignore"
             if not gitignore.exists():
                 gitignore.write_text("*\n", encoding="utf-8")
-            fd, tmp = tempfile.mkstemp(dir=self.file.parent, prefix=".tmp-", suffix=".json")
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                    json.dump({"v": FORMAT_VERSION, "files": files}, handle, separators=(",", ":"))
-                os.replace(tmp, self.file)
-            except BaseException:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
-                raise
+            write_atomically(self.file, json.dumps({"v": FORMAT_VERSION, "files": files}, separators=(",", ":")))
         except OSError:
             self.enabled = False

@@ -11,7 +11,8 @@ what it reports attaches a :class:`Replacement` to the finding (Fixit's
 from __future__ import annotations
 
 import ast
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Iterable
 
@@ -21,8 +22,27 @@ from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
 from .backend_scope import BACKEND_CLASS_TEXT, iter_classes, iter_methods
 from .config import LintConfig
 from .cst_analysis import CalleeNames
-from .finding import Finding
+from .finding import Evidence, Finding
 from .rule_info import RuleInfo
+
+#: Evidence code longer than this is cut (a whole multi-line call is not evidence).
+EVIDENCE_WIDTH = 120
+#: ``f( x, y )`` -> ``f(x, y)``: what joining a multi-line call onto one line leaves.
+_BRACKET_SPACE = re.compile(r"([(\[{])\s+|\s+(?=[)\]}])")
+
+
+def _contains(outer: cst.CSTNode, inner: cst.CSTNode) -> bool:
+    """Whether ``inner`` (by identity) lies inside ``outer``."""
+    found = False
+
+    class _Find(cst.CSTVisitor):
+        def on_visit(self, node: cst.CSTNode) -> bool:
+            nonlocal found
+            found = found or node is inner
+            return not found
+
+    outer.visit(_Find())
+    return found
 
 
 @dataclass(frozen=True)
@@ -39,6 +59,9 @@ class ModuleContext:
     Resolving positions over a whole 4,000-line backend costs more than parsing it, so
     positions are computed only for the methods that have a finding: each such method
     is laid out alone, and Python's ``ast`` (C-fast) gives where its ``def`` starts.
+    Where the running interpreter's ``ast`` cannot parse the file (Python 3.12 syntax
+    on 3.11: ``type X = ...``, ``def f[T]()``, PEP 701 f-strings; libcst parses them) or
+    sees other methods, libcst lays out the whole module instead: slower, same positions.
     """
 
     def __init__(self, path: str, module: cst.Module, config: LintConfig, source: str) -> None:
@@ -61,12 +84,22 @@ class ModuleContext:
         """id(libcst method) -> (line, col) of its ``def``, matched in source order;
         also fills the methods' line spans for :meth:`method_text` and their classes."""
         ours = [(cls, fn) for cls in iter_classes(self.module.body) for fn in iter_methods(cls)]
-        theirs = list(_ast_methods(ast.parse(self.source).body))
+        try:
+            theirs = list(_ast_methods(ast.parse(self.source).body))
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            theirs = []
         if [fn.name.value for _, fn in ours] != [name for name, *_ in theirs]:
-            raise RuntimeError("libcst and ast disagree on the methods of this file")
+            theirs = self._cst_methods([fn for _, fn in ours])
         self._spans = {id(fn): (line, end) for (_, fn), (_, line, _, end) in zip(ours, theirs)}
         self._classes = {id(fn): cls.name.value for cls, fn in ours}
         return {id(fn): (line, col) for (_, fn), (_, line, col, _) in zip(ours, theirs)}
+
+    def _cst_methods(self, methods: Sequence[cst.FunctionDef]) -> list[tuple[str, int, int, int]]:
+        """What :func:`_ast_methods` gives, from libcst's layout of the whole module."""
+        layout = MetadataWrapper(self.module, unsafe_skip_copy=True).resolve(PositionProvider)
+        return [
+            (fn.name.value, layout[fn].start.line, layout[fn].start.column, layout[fn].end.line) for fn in methods
+        ]
 
     def _defs(self) -> dict[int, tuple[int, int]]:
         if self._def_starts is None:
@@ -124,6 +157,31 @@ class ModuleContext:
         """The node's source text, on one line."""
         return " ".join(self.module.code_for_node(node).split())
 
+    def evidence(self, label: str, node: cst.CSTNode, scope: cst.FunctionDef, code: str | None = None) -> Evidence:
+        """One evidence step: ``label``, the line of ``node`` (inside method ``scope``) and
+        ``code`` (default: the node's source on one line, cut at :data:`EVIDENCE_WIDTH`)."""
+        text = _BRACKET_SPACE.sub(r"\1", self.code(node)) if code is None else code
+        if len(text) > EVIDENCE_WIDTH:
+            text = text[: EVIDENCE_WIDTH - 3] + "..."
+        return Evidence(label, self.position(node, scope)[0], text)
+
+    def evidence_chain(self, source_label: str, chain: Sequence[cst.CSTNode], scope: cst.FunctionDef) -> list[Evidence]:
+        """A taint chain (:func:`lint_rules.dataflow.taint_chain`) as evidence: the source
+        (``source_label``), then each binding that carried it on (``derived``); a first
+        binding that holds the source (``bs = forward_batch.batch_size``) stands for both,
+        on the source's line."""
+        steps: list[Evidence] = []
+        seen: set[int] = set()
+        for i, node in enumerate(chain):
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            if i == 1 and steps and _contains(node, chain[0]):  # the source read inside its first binding
+                steps = [Evidence(source_label, steps[0].line, self.evidence("", node, scope).code)]
+                continue
+            steps.append(self.evidence("derived" if steps else source_label, node, scope))
+        return steps
+
     def code_of_arg(self, arg: cst.Arg) -> str:
         """``keyword=value`` / ``*value`` / ``value``, without the trailing comma or comment."""
         value = self.code(arg.value)
@@ -165,9 +223,12 @@ class LintRule(RuleInfo):
         scope: cst.FunctionDef,
         detail: str,
         replacement: Replacement | None = None,
+        evidence: Sequence[Evidence] = (),
     ) -> Finding:
         """A finding at ``node``, which lies inside method ``scope`` (its ``Class.method``
-        is the finding's symbol); ``replacement``: the fix, recorded on ``ctx``."""
+        is the finding's symbol); ``replacement``: the fix, recorded on ``ctx`` (the
+        finding is then ``fixable``); ``evidence``: the steps that lead to it
+        (:meth:`ModuleContext.evidence` builds one from a node)."""
         line, col = ctx.position(node, scope)
         found = Finding(
             path=ctx.path,
@@ -177,6 +238,8 @@ class LintRule(RuleInfo):
             name=self.NAME,
             symbol=ctx.symbol(scope),
             message=f"{self.MESSAGE} {detail}".strip(),
+            fixable=replacement is not None,
+            evidence=tuple(evidence),
         )
         if replacement is not None:
             ctx.replacements[found] = replacement

@@ -27,8 +27,13 @@ def fmha_guard(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([exe, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
-def test_audit_without_path_reports_exactly_the_buggy_examples(repo_root):
-    run = fmha_guard("audit", "--format", "json", cwd=repo_root)
+JSON_FINDING_KEYS = {"rule", "name", "path", "line", "col", "symbol", "message"}
+# added by issue 12: whether --fix fixes it, the rule's evidence, the path to open
+JSON_FINDING_KEYS_NEW = {"fixable", "evidence", "file"}
+
+
+def test_audit_of_examples_reports_exactly_the_buggy_examples(repo_root):
+    run = fmha_guard("audit", "--format", "json", "examples", cwd=repo_root)
     assert run.returncode == 1, run.stderr
     report = json.loads(run.stdout)
     assert set(report) == {"files_scanned", "findings", "errors"}
@@ -37,15 +42,52 @@ def test_audit_without_path_reports_exactly_the_buggy_examples(repo_root):
     flagged = {(f["path"], f["rule"]) for f in report["findings"]}
     assert flagged == set(EXAMPLES_BUGGY.items()) | set(SEED_BUGS.items())
     for f in report["findings"]:
-        assert set(f) == {"rule", "name", "path", "line", "col", "symbol", "message"}
+        assert set(f) == JSON_FINDING_KEYS | JSON_FINDING_KEYS_NEW
         assert "." in f["symbol"] and f["line"] > 0 and f["col"] > 0
+        assert f["file"] == f"examples/{f['path']}"  # relative to the current directory
+        assert f["fixable"] == (f["rule"] == "GR001")
 
 
-def test_text_report_has_summary_and_source_line(repo_root):
-    run = fmha_guard("audit", "examples", cwd=repo_root)
+def test_audit_without_path_audits_the_current_directory(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "x_backend.py").write_text(
+        (Path(__file__).parent.parent / "examples" / "padded_batch_size_buggy.py").read_text()
+    )
+    run = fmha_guard("audit", "--format", "json", cwd=tmp_path)
+    assert run.returncode == 1, run.stderr
+    assert [(f["file"], f["rule"]) for f in json.loads(run.stdout)["findings"]] == [("sub/x_backend.py", "GR001")]
+
+
+def test_audit_examples_works_from_any_directory(tmp_path):
+    run = fmha_guard("audit", "--examples", "--format", "json", cwd=tmp_path)
+    assert run.returncode == 1, run.stderr
+    found = sorted((Path(f["file"]).name, f["rule"]) for f in json.loads(run.stdout)["findings"])
+    assert found == [("padded_batch_size_buggy.py", "GR001"), ("stale_swa_pool_buggy.py", "GR002"),
+                     ("stale_swa_pool_buggy.py", "GR002")]
+    for f in json.loads(run.stdout)["findings"]:
+        assert Path(f["file"]).is_absolute() and Path(f["file"]).is_file()  # outside the cwd: absolute
+    assert list(tmp_path.iterdir()) == []  # no cache written into the user's directory
+    text = fmha_guard("audit", "--examples", cwd=tmp_path)
+    assert text.returncode == 1 and "padded_batch_size_buggy.py:46:13: GR001 [*] " in text.stdout
+    clash = fmha_guard("audit", "--examples", "src", cwd=tmp_path)
+    assert clash.returncode == 2 and "--examples" in clash.stderr
+
+
+def test_text_report_is_ruff_shaped_with_summary_last(repo_root):
+    run = fmha_guard("audit", "--no-cache", "examples", cwd=repo_root)
     assert run.returncode == 1
-    assert "Findings per rule" in run.stdout and "Findings per file" in run.stdout
-    assert "batch_size=forward_batch.batch_size" in run.stdout
+    lines = run.stdout.splitlines()
+    first = lines[0]
+    assert first.startswith("examples/padded_batch_size_buggy.py:46:13: GR001 [*] DP-padded `forward_batch.batch_size`")
+    assert first.endswith("(e.g. `cu_seqlens_q.shape[0] - 1`).") and len(first) > 200  # never wrapped when piped
+    assert "46 | batch_size=forward_batch.batch_size,  # BUG: padded to 12, metadata holds 10" in lines
+    for evidence in ("= in PaddedBatchTRTLLMBackend.forward_extend", "= padded size (line 46): forward_batch.batch_size",
+                     "= argument (line 46): batch_size=forward_batch.batch_size",
+                     "= kernel (line 36): trtllm_batch_context_with_kv_cache()"):
+        assert f"   {evidence}" in lines, evidence
+    assert lines[-2] == "Found 7 findings (GR001: 2, GR002: 3, GR003: 1, GR004: 1); 10 files scanned, 8 parsed."
+    assert lines[-1] == "[*] 2 fixable with --fix."
+    assert "\x1b[" not in run.stdout  # no color codes in a pipe
 
 
 def test_exit_status_clean_and_usage_error(repo_root, tmp_path):
@@ -65,7 +107,7 @@ def test_lint_prints_one_precommit_line_per_finding(repo_root):
     assert len(lines) == 1
     path, line, col, rest = lines[0].split(":", 3)
     assert path == "examples/padded_batch_size_buggy.py" and int(line) > 0 and int(col) > 0
-    assert rest.startswith(" GR001 ")
+    assert rest.startswith(" GR001 [*] DP-padded")  # ruff's fixable marker
 
 
 def test_rules_and_explain(repo_root):

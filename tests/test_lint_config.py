@@ -81,21 +81,24 @@ def test_config_ignore_key(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "name, text, message",
-    [
-        ("setup.cfg", "[fmha-guard]\nselct = GR001\n", "unknown key 'selct'"),
-        ("pyproject.toml", '[tool.fmha-guard]\nper-path-ignore = {}\n', "unknown key 'per-path-ignore'"),
-        ("setup.cfg", "[fmha-guard]\nper-path-ignores =\n    tests/* GR001\n", "expected 'GLOB: CODES'"),
-        ("pyproject.toml", '[tool.fmha-guard]\nselect = 3\n', "expected a list of names"),
+    [  # each message names the file (checked below), the section and the key
+        ("setup.cfg", "[fmha-guard]\nselct = GR001\n", "[fmha-guard]: unknown key 'selct'"),
+        ("pyproject.toml", '[tool.fmha-guard]\nper-path-ignore = {}\n', "[tool.fmha-guard]: unknown key 'per-path-ignore'"),
+        ("setup.cfg", "[fmha-guard]\nper-path-ignores =\n    tests/* GR001\n", "[fmha-guard] per-path-ignores: expected 'GLOB: CODES'"),
+        ("pyproject.toml", '[tool.fmha-guard]\nselect = 3\n', "[tool.fmha-guard] select: expected a list of names"),
+        ("pyproject.toml", '[tool.fmha-guard]\nextra-kernel-calls = 3\n', "[tool.fmha-guard] extra-kernel-calls: expected"),
         ("pyproject.toml", '[tool.fmha-guard\n', "not valid TOML"),
-        ("setup.cfg", "[fmha-guard]\nselect = GR777\n", "GR777"),
-        ("setup.cfg", "[fmha-guard]\nper-path-ignores =\n    tests/*: GR778\n", "GR778"),
+        ("setup.cfg", "[fmha-guard\nselect = GR001\n", "not a valid INI file"),
+        ("setup.cfg", "[fmha-guard]\nselect = GR777\n", "[fmha-guard] select: unknown rule 'GR777'"),
+        ("setup.cfg", "[fmha-guard]\nignore = GR776\n", "[fmha-guard] ignore: unknown rule 'GR776'"),
+        ("setup.cfg", "[fmha-guard]\nper-path-ignores =\n    tests/*: GR778\n", "[fmha-guard] per-path-ignores: unknown rule 'GR778'"),
     ],
 )
 def test_bad_config_is_a_clear_error_with_exit_2(tmp_path, capsys, name, text, message):
     root = _project(tmp_path, name, text)
     code = main(["audit", "--no-cache", str(root)])
     err = capsys.readouterr().err
-    assert code == 2 and message in err and "Traceback" not in err
+    assert code == 2 and f"{root / name}: {message}" in err and "Traceback" not in err
     if "GR77" not in message:
         with pytest.raises(ConfigError):
             load_config(root)
@@ -159,3 +162,86 @@ def test_extra_decode_kernels_and_planning_methods(tmp_path):
     decode = "extra-decode-kernels = my_fixed_q_*\n"
     assert gr003(decode) == ["FooBackend.forward_extend"]  # _prepare_spec is no metadata method...
     assert gr003(decode + "extra-planning-methods = _prepare_*\n") == []  # ...unless configured so
+
+
+# -- configuration resolved per file (issue 12) ------------------------------------------
+
+
+def _findings(capsys, *args: str) -> list[tuple[str, str]]:
+    code = main(["audit", "--format", "json", "--no-cache", *args])
+    assert code in (0, 1), capsys.readouterr().err
+    return sorted((f["file"], f["rule"]) for f in json.loads(capsys.readouterr().out)["findings"])
+
+
+def test_lint_of_a_file_honours_the_config_beside_it(tmp_path, capsys, monkeypatch):
+    # pre-commit runs `fmha-guard lint sub/x.py` from the repository root
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "x_backend.py").write_text(GR001_BUG)
+    (tmp_path / "y_backend.py").write_text(GR001_BUG)
+    (tmp_path / "sub" / "setup.cfg").write_text("[fmha-guard]\nignore = GR001\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["lint", "--no-cache", "sub/x_backend.py"]) == 0
+    assert main(["lint", "--no-cache", "sub/x_backend.py", "y_backend.py"]) == 1
+    assert [line.split(":")[0] for line in capsys.readouterr().out.splitlines()] == ["y_backend.py"]
+
+
+def test_nearest_config_above_each_file_wins(tmp_path, capsys, monkeypatch):
+    (tmp_path / "setup.cfg").write_text("[fmha-guard]\nselect = GR001, GR101\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "pyproject.toml").write_text('[tool.fmha-guard]\nselect = ["GR001"]\n')
+    (tmp_path / "x_backend.py").write_text(GR001_BUG)
+    (tmp_path / "sub" / "x_backend.py").write_text(GR001_BUG)
+    monkeypatch.chdir(tmp_path)
+    expected = [("sub/x_backend.py", "GR001"), ("x_backend.py", "GR001"), ("x_backend.py", "GR101")]
+    assert _findings(capsys, ".") == expected
+    assert _findings(capsys, "--select", "GR101", ".") == [("sub/x_backend.py", "GR101"), ("x_backend.py", "GR101")]
+    monkeypatch.chdir(tmp_path / "sub")  # the working directory changes nothing
+    assert _findings(capsys, "..") == sorted(
+        [(str(tmp_path / "x_backend.py"), "GR001"), (str(tmp_path / "x_backend.py"), "GR101"), ("x_backend.py", "GR001")]
+    )
+
+
+def test_per_path_globs_are_relative_to_their_config_file(tmp_path, capsys, monkeypatch):
+    (tmp_path / "sub" / "tests").mkdir(parents=True)
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "sub" / "setup.cfg").write_text("[fmha-guard]\nper-path-ignores =\n    tests/*: GR001\n")
+    for folder in ("sub/tests", "tests", "sub"):
+        (tmp_path / folder / "x_backend.py").write_text(GR001_BUG)
+    monkeypatch.chdir(tmp_path)
+    expected = [("sub/x_backend.py", "GR001"), ("tests/x_backend.py", "GR001")]  # sub/tests/ ignored, tests/ not
+    assert _findings(capsys, ".") == expected
+    assert _findings(capsys, "sub", "tests") == expected  # whatever the audited root
+    assert _findings(capsys, "sub/tests") == []
+    assert _findings(capsys, "sub/tests/x_backend.py") == []  # a single file too
+
+
+def test_config_flag_forces_one_file_for_every_path(tmp_path, capsys, monkeypatch):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "setup.cfg").write_text("[fmha-guard]\nignore = GR001\n")  # not read with --config
+    (tmp_path / "sub" / "x_backend.py").write_text(GR001_BUG)
+    (tmp_path / "ci").mkdir()
+    (tmp_path / "ci" / "fmha.toml").write_text('[tool.fmha-guard]\nselect = ["GR101"]\nper-path-ignores = {"sub/y*" = ["GR101"]}\n')
+    (tmp_path / "sub" / "y_backend.py").write_text(GR001_BUG)
+    monkeypatch.chdir(tmp_path)
+    # the forced file's globs are relative to the working directory (ruff's --config)
+    assert _findings(capsys, "--config", "ci/fmha.toml", ".") == [("sub/x_backend.py", "GR101")]
+    (tmp_path / "ci" / "empty.cfg").write_text("[other]\nx = 1\n")
+    assert main(["audit", "--no-cache", "--config", "ci/empty.cfg", "."]) == 2
+    assert "ci/empty.cfg: no [fmha-guard] section" in capsys.readouterr().err
+    assert main(["audit", "--no-cache", "--config", "ci/missing.toml", "."]) == 2
+    assert "--config: no such file: ci/missing.toml" in capsys.readouterr().err
+
+
+def test_configs_are_looked_up_once_per_directory(tmp_path, monkeypatch):
+    from lint_rules import config as config_module
+
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "setup.cfg").write_text("[fmha-guard]\nignore = GR102\n")
+    looked: list[Path] = []
+    real = config_module._in_directory
+    monkeypatch.setattr(config_module, "_in_directory", lambda folder: looked.append(folder) or real(folder))
+    resolver = config_module.ConfigResolver()
+    for name in ("x.py", "y.py", "z.py"):
+        assert resolver.for_path(tmp_path / "a" / "b" / name).ignore == ("GR102",)
+    assert resolver.for_path(tmp_path / "a" / "q.py").origin == str(tmp_path / "setup.cfg")
+    assert looked == [tmp_path / "a" / "b", tmp_path / "a", tmp_path]

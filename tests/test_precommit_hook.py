@@ -123,7 +123,7 @@ def test_commit_of_a_buggy_backend_fails_and_the_fixed_one_passes(tmp_path, hook
     buggy = _git(project, "commit", "-m", "buggy backend", check=False)
     out = buggy.stdout + buggy.stderr
     assert buggy.returncode != 0, out
-    assert "attention/trtllm_backend.py:46:13: GR001 DP-padded `forward_batch.batch_size`" in out
+    assert "attention/trtllm_backend.py:46:13: GR001 [*] DP-padded `forward_batch.batch_size`" in out
     assert "fmha-guard (attention-metadata lint)" in out and "Failed" in out
     assert _git(project, "rev-list", "--count", "HEAD").stdout.strip() == "1"  # not committed
 
