@@ -11,7 +11,6 @@ from pathlib import Path
 
 from lint_rules.atomic_write import write_atomically
 
-from .exit_status import UsageError
 from .formats import ALIASES, MARKUP, Report, render
 from .formats.summary import summary_lines
 
@@ -43,8 +42,7 @@ def write_report(args: argparse.Namespace, report: Report) -> None:
     summary = summary_lines(report.result) if wanted else []
     if args.output_file:
         target = Path(args.output_file).absolute()
-        if not target.parent.is_dir():
-            raise UsageError(f"--output-file {args.output_file}: directory {str(target.parent)!r} does not exist")
+        target.parent.mkdir(parents=True, exist_ok=True)  # as ruff's --output-file does
         write_atomically(target, _plain(body) if markup else body)
         for line in summary:
             print(line, file=sys.stderr)

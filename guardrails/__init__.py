@@ -36,6 +36,8 @@ from typing import TYPE_CHECKING
 # and ``fmha-guard audit`` answering from its cache must not pay for pydantic models.
 _EXPORTS = {
     "FmhaInvariantError": "errors",
+    "FmhaInvariantWarning": "errors",
+    "FmhaGuardConfigWarning": "errors",
     "ForwardMode": "forward_mode",
     "Kernel": "forward_mode",
     "Level": "config",

@@ -32,6 +32,9 @@ class Invariant:
         values_part: for invariants checked at both levels, what the ``VALUES``
             part adds; ``None`` when the whole invariant runs at ``level``.
         url: link to the source, when there is one.
+        measured: what sending such metadata to a real kernel did (``fmha-guard
+            explain`` prints it; :class:`~guardrails.errors.FmhaInvariantError`
+            messages leave it out); ``None`` when it was not measured.
     """
 
     id: str
@@ -42,6 +45,7 @@ class Invariant:
     fix: str
     values_part: Optional[str] = None
     url: Optional[str] = None
+    measured: Optional[str] = None
 
     @property
     def levels(self) -> tuple[Level, ...]:
@@ -72,6 +76,7 @@ def sglang_url(pr: int) -> str:
     return f"https://github.com/sgl-project/sglang/pull/{pr}"
 
 
-H200_XQA_MEASUREMENT = "H200 xqa measurement: the kernel returned wrong attention without crashing"
+H200_XQA_MEASUREMENT = "H200 xqa measurement"
 """Source of the invariants found by sending bad metadata to FlashInfer's xqa decode
-kernel on an H200 (flashinfer 0.7.2); each entry adds which corruption it was."""
+kernel on an H200 (flashinfer 0.7.2); each entry's :attr:`Invariant.measured` says what
+the kernel did."""

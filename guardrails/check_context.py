@@ -25,7 +25,13 @@ from .forward_mode import Kernel
 from .models import AttentionBatch, GraphLayout, PagedKVCache, SlidingWindowPool
 from .tensor_facts import read_host_ints
 
-__all__ = ["Finding", "Check", "CheckContext", "CHECKS", "register"]
+__all__ = ["Finding", "Check", "CheckContext", "CHECKS", "register", "OFFSET_INDPTRS"]
+
+OFFSET_INDPTRS = frozenset({"kv_indptr"})
+"""Indptr fields a kernel reads relative to their first entry, so they may start at
+any offset >= 0: FlashInfer reads request ``i``'s page ids as
+``kv_indices[kv_indptr[i]:kv_indptr[i+1]]`` (vLLM plans the prefill part of a mixed
+batch with a slice of the full ``paged_kv_indptr`` and the full ``paged_kv_indices``)."""
 
 
 class Finding(NamedTuple):
@@ -132,11 +138,11 @@ class CheckContext:
 
     def prefix_lens(self, name: str) -> Optional[list[int]]:
         """Differences of the indptr tensor ``name`` (``cu_seqlens_kv``,
-        ``kv_indptr``, ...) when it starts at 0 and never decreases; ``None``
-        when absent or malformed (``cu-seqlens-monotone`` reports that).
-        VALUES only."""
+        ``kv_indptr``, ...) when it starts at 0 (``kv_indptr``: at any offset
+        >= 0, see :data:`OFFSET_INDPTRS`) and never decreases; ``None`` when
+        absent or malformed (``cu-seqlens-monotone`` reports that). VALUES only."""
         offsets = self.host.get(name)
-        if not offsets or offsets[0] != 0:
+        if not offsets or (offsets[0] < 0 if name in OFFSET_INDPTRS else offsets[0] != 0):
             return None
         lens = [b - a for a, b in zip(offsets, offsets[1:])]
         return None if any(n < 0 for n in lens) else lens

@@ -118,26 +118,39 @@ class PagedKVCache(BaseModel):
     head_dim_stride: Optional[int] = None
 
     @classmethod
-    def from_tensor(cls, kv_cache: Any, layout: Union[str, KVLayout] = "HND") -> "PagedKVCache":
+    def from_tensor(
+        cls, kv_cache: Any, layout: Union[str, KVLayout] = "HND", *, wrapper_form: bool = False
+    ) -> "PagedKVCache":
         """Read the sizes from a FlashInfer-style paged KV cache.
 
         Accepts, as FlashInfer's paged attention APIs do:
 
         * a ``(k_cache, v_cache)`` tuple/list, each 4-D
           ``[num_pages, page_size, num_kv_heads, head_dim]`` (NHD) or
-          ``[num_pages, num_kv_heads, page_size, head_dim]`` (HND);
+          ``[num_pages, num_kv_heads, page_size, head_dim]`` (HND), or each 3-D
+          ``[num_pages, num_kv_heads, head_dim]``: page size 1, as FlashInfer's
+          ``_unpack_paged_kv_cache`` expands it (SGLang's token-granular pool);
         * one 5-D tensor ``[num_pages, 2, ...page dims]`` (K and V interleaved
-          per page);
-        * one 4-D tensor (a K-only or shared-KV cache, e.g. MLA's
-          ``[num_pages, 1, page_size, kv_lora_rank + rope_dim]`` in HND).
+          per page) or ``[num_pages, 1, ...page dims]`` (K and V share the pages:
+          trtllm-gen and xqa accept "1 or 2" there);
+        * one 4-D tensor: with ``wrapper_form`` (FlashInfer's wrapper ``run``,
+          whose ``_expand_5d`` reads it so) ``[num_pages, 2, num_kv_heads,
+          head_dim]`` with page size 1; otherwise a K-only or shared-KV cache,
+          e.g. MLA's ``[num_pages, 1, page_size, kv_lora_rank + rope_dim]`` in HND.
 
         Only shapes/strides/dtype/device are read (no data, no sync).
 
         Raises:
-            ValueError: unsupported rank, a 5-D tensor whose dim 1 is not 2,
-                K and V shapes that differ, or an unknown layout.
+            ValueError: unsupported rank, a 5-D tensor whose dim 1 is not 1 or 2
+                (a wrapper-form 4-D one whose dim 1 is not 2), K and V shapes that
+                differ, or an unknown layout.
         """
         layout = KVLayout(layout.upper() if isinstance(layout, str) else layout)
+
+        def unit_page(dims: tuple[int, ...]) -> tuple[int, ...]:
+            # [num_kv_heads, head_dim] of a page-size-1 cache, in the layout's order
+            return (1, *dims) if layout is KVLayout.NHD else (dims[0], 1, dims[1])
+
         if isinstance(kv_cache, (tuple, list)):
             if len(kv_cache) != 2:
                 raise ValueError(f"expected a (k_cache, v_cache) pair, got {len(kv_cache)} tensors")
@@ -147,19 +160,28 @@ class PagedKVCache(BaseModel):
                     f"k_cache and v_cache shapes differ: {shape_of(k)} vs {shape_of(v)}"
                 )
             tensor, shape = k, shape_of(k)
-            if len(shape) != 4:
-                raise ValueError(f"expected 4-D k/v caches, got k_cache.shape={shape}")
-            page_dims = shape[1:]
+            if len(shape) == 3:
+                page_dims = unit_page(shape[1:])
+            elif len(shape) == 4:
+                page_dims = shape[1:]
+            else:
+                raise ValueError(f"expected 3-D or 4-D k/v caches, got k_cache.shape={shape}")
         else:
             if not is_tensor_like(kv_cache):
                 raise ValueError(f"expected a tensor or (k, v) pair, got {type(kv_cache).__name__}")
             tensor, shape = kv_cache, shape_of(kv_cache)
             if len(shape) == 5:
-                if shape[1] != 2:
+                if shape[1] not in (1, 2):
                     raise ValueError(
-                        f"a 5-D KV cache must be [num_pages, 2, ...], got shape {shape}"
+                        f"a 5-D KV cache must be [num_pages, 1 or 2, ...], got shape {shape}"
                     )
                 page_dims = shape[2:]
+            elif len(shape) == 4 and wrapper_form:
+                if shape[1] != 2:
+                    raise ValueError(
+                        f"a 4-D wrapper KV cache must be [num_pages, 2, num_kv_heads, head_dim], got shape {shape}"
+                    )
+                page_dims = unit_page(shape[2:])
             elif len(shape) == 4:
                 page_dims = shape[1:]
             else:
@@ -291,7 +313,10 @@ class AttentionBatch(BaseModel):
             INCLUDING the new query tokens (SGLang ``cache_seqlens_int32``).
         page_table: ``[batch_size, max_pages_per_req]`` int32 block table; row
             ``i`` lists the page ids of request ``i``; the first
-            ``ceil(seq_lens[i] / page_size)`` entries are read.
+            ``ceil(seq_lens[i] / page_size)`` entries are read. Or 3-D
+            ``[batch_size, 2, max_pages_per_req]``: separate K (``[:, 0]``) and
+            V (``[:, 1]``) page ids (TRT-LLM's layout, fmha_v2's pre-expanded
+            block offsets; see ``v_page_id_offset``).
         swa_page_table: like ``page_table`` but with SWA-pool page ids, read by
             the sliding-window layers of a hybrid model (SGLang
             ``metadata.swa_page_table``).
@@ -327,6 +352,50 @@ class AttentionBatch(BaseModel):
             ``trtllm_ragged_attention_deepseek``, key/value
             ``[num_kv_rows, num_kv_heads, head_dim]``, offsets in
             ``cu_seqlens_kv``); ``cu_seqlens_kv[-1]`` must not exceed it.
+        causal: whether the kernel applies the causal mask (query row ``j`` of
+            request ``i`` sees KV positions ``<= kv_len[i] - q_len[i] + j``).
+            ``None`` (unknown) is taken as causal. ``False``: every query row
+            sees the whole KV, so a KV shorter than the query is legal
+            (SGLang plans the paged wrapper over the cached prefix only, with
+            ``causal=False``, and merges it with the ragged new tokens:
+            ``seq-len-covers-query`` does not apply).
+        page_table_rows_contiguous: the kernel addresses row ``i`` of the page
+            table at ``i * page_table.shape[-1]`` (FlashInfer hands trtllm-gen,
+            xqa and fmha_v2 only the data pointer and the last dim), so the row
+            pitch must equal the width: ``stride(-2) == shape[-1]``
+            (``metadata-dtype-device``). False: the kernel takes the row stride
+            (a column-sliced table is fine).
+        metadata_copied: the API copies the index tensors to where its kernel
+            reads them (FlashInfer's wrapper ``plan`` takes them on the host or
+            the device and stages them into its own device buffers), so
+            ``metadata-dtype-device`` does not require them on the query's
+            device. False: the kernel reads them where they are.
+        v_page_id_offset: for a 3-D ``page_table`` ``[batch_size, 2,
+            max_pages]`` (K ids in ``[:, 0]``, V ids in ``[:, 1]``): where V's
+            ids start. 0 (trtllm-gen's ``uses_shared_paged_kv_idx=False``
+            layout: both index their own cache, ``[0, num_pages)``); fmha_v2's
+            pre-expanded block offsets count V's blocks from K's base pointer,
+            so V ids lie in ``[v_page_id_offset, v_page_id_offset + num_pages)``.
+        padded_query: the kernel reads only the first ``cu_seqlens_q[-1]``
+            query rows and the query may carry padding rows after them
+            (vLLM hands FlashAttention's varlen kernel the CUDA-graph-padded
+            ``num_input_tokens`` rows). ``cu-seqlens-monotone`` then requires
+            ``cu_seqlens_q[-1] <= q.shape[0]`` instead of equality, and a CUDA
+            graph bakes in no query-token total or stride
+            (:meth:`GraphLayout.capture`). False (strict) by default.
+        descales: FP8 descale factors whose first dimension is the batch, by
+            the kernel's argument name: FlashAttention-3's ``q_descale`` /
+            ``k_descale`` / ``v_descale``, each ``[batch_size, num_kv_heads]``
+            float32 (any strides, an ``expand`` of a scalar included). Each
+            first dim is a batch size (``batch-size``; SGLang #37785 sized them
+            from the DP-padded ``forward_batch.batch_size``).
+        num_splits: FlashMLA's split-KV schedule, ``[batch_size + 1]`` int32
+            (cumulative split counts returned by ``get_mla_metadata`` /
+            ``get_mla_decoding_metadata`` for this batch's ``cache_seqlens``);
+            checked by ``scheduler-metadata``.
+        tile_scheduler_metadata: FlashMLA's per-SM-part schedule,
+            ``[num_sm_parts, 8]`` int32, returned with ``num_splits``; checked
+            by ``scheduler-metadata``.
     """
 
     model_config = _FROZEN
@@ -349,6 +418,14 @@ class AttentionBatch(BaseModel):
     kv_indices: Optional[TensorLike] = None
     kv_last_page_len: Optional[TensorLike] = None
     num_kv_rows: Optional[NonNegativeInt] = None
+    causal: Optional[bool] = None
+    page_table_rows_contiguous: bool = False
+    v_page_id_offset: NonNegativeInt = 0
+    metadata_copied: bool = False
+    padded_query: bool = False
+    descales: Optional[dict[str, TensorLike]] = None
+    num_splits: Optional[TensorLike] = None
+    tile_scheduler_metadata: Optional[TensorLike] = None
 
     def replace(self, **update: Any) -> "AttentionBatch":
         """A validated copy with ``update`` applied (unlike
@@ -380,7 +457,8 @@ class AttentionBatch(BaseModel):
         """Every batch size the launch states, keyed by how it is derived:
         ``batch_size``, ``cu_seqlens_q.shape[0] - 1``, ``cu_seqlens_kv.shape[0] - 1``,
         ``seq_lens.shape[0]``, ``page_table.shape[0]``, ``swa_page_table.shape[0]``,
-        ``kv_indptr.shape[0] - 1``, ``kv_last_page_len.shape[0]``
+        ``kv_indptr.shape[0] - 1``, ``kv_last_page_len.shape[0]``, and the first
+        dim of each of :attr:`descales` (``q_descale.shape[0]``, ...)
         (``kv_indices`` states no batch size). Shape-only; tensors of rank 0
         are left out."""
         sources: dict[str, int] = {}
@@ -401,6 +479,9 @@ class AttentionBatch(BaseModel):
             if minus_one:
                 sources[f"{name}.shape[0] - 1"] = shape_of(t)[0] - 1
             else:
+                sources[f"{name}.shape[0]"] = shape_of(t)[0]
+        for name, t in (self.descales or {}).items():
+            if len(shape_of(t)) > 0:
                 sources[f"{name}.shape[0]"] = shape_of(t)[0]
         return sources
 
@@ -480,7 +561,9 @@ class GraphLayout(BaseModel):
         total; this is skipped automatically on ``meta`` tensors and while a
         stream is capturing, in which case the stride is taken to be
         ``q_len_per_req`` on a decode kernel (else unknown) and the total to be
-        the query row count.
+        the query row count. A ``padded_query`` launch bakes in neither (its
+        kernel reads the offsets at replay, and their total may be below the
+        padded row count).
         """
         buffers = {name: BufferLayout.of(t) for name, t in batch.index_tensors().items()}
         if batch.query is not None:
@@ -489,7 +572,9 @@ class GraphLayout(BaseModel):
         stride: Optional[int] = batch.q_len_per_req if batch.kernel is Kernel.DECODE else None
         total: Optional[int] = batch.query_row_count()
         cu = batch.cu_seqlens_q
-        if (
+        if batch.padded_query:
+            stride = total = None
+        elif (
             read_values
             and cu is not None
             and len(shape_of(cu)) == 1

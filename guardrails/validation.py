@@ -5,7 +5,8 @@ all of them. Both take the same arguments.
 
 Run order is catalog order (:data:`guardrails.invariants.CATALOG`), shape
 parts first (:func:`run_order`): every ``SHAPES`` check (batch-size, forward-mode-kernel,
-query-rows, metadata-dtype-device, kv-layout, graph-replay-layout), then, at
+query-rows, metadata-dtype-device, kv-layout, scheduler-metadata,
+graph-replay-layout), then, at
 ``VALUES``, the value parts (cu-seqlens-monotone, last-page-len, uniform-q-len,
 max-seq-len, seq-len-covers-query, page-table-capacity, page-id-range,
 swa-page-id-range, graph-replay-layout's values part). A check whose

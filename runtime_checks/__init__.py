@@ -5,7 +5,8 @@ kernel launch: it resolves the level from ``FMHA_GUARD`` (see
 :mod:`guardrails.config`), returns immediately when the guard is off, and
 otherwise runs :func:`guardrails.validate`.
 
-:func:`install` patches FlashInfer's entry points so every launch is checked
+:func:`install` patches the entry points of FlashInfer, SGLang's ``sgl_kernel``
+FlashAttention, vLLM's ``vllm_flash_attn`` and FlashMLA so every launch is checked
 without engine changes (:mod:`runtime_checks.activation`); :func:`uninstall`
 restores them, :func:`guarded` is the context-manager form and
 :func:`is_installed` tells. With ``FMHA_GUARD=shapes|values`` in the environment
@@ -76,14 +77,15 @@ def check_launch(
             ``[batch_size, max_pages_per_req]``, lengths in tokens).
         level: explicit level (as :func:`guardrails.config.parse_level` reads it);
             ``None`` (default) reads ``FMHA_GUARD`` on every call
-            (:meth:`guardrails.config.GuardConfig.from_env`: unset means off), so it can
-            be flipped in a running process.
+            (:meth:`guardrails.config.GuardConfig.from_env`: unset means off, an unknown
+            value fails closed at shapes with one warning), so it can be flipped in a
+            running process.
 
     Returns immediately (no work at all) when the level is OFF.
 
     Raises:
         FmhaInvariantError: the first violated invariant.
-        GuardConfigError: ``FMHA_GUARD`` (or ``level``) holds an unknown value (a ``ValueError``).
+        GuardConfigError: ``level`` is not a level (a ``ValueError``).
     """
     from guardrails.config import GuardConfig, Level, parse_level
 

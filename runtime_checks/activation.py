@@ -1,4 +1,8 @@
-"""Turn the runtime guard on and off: patch FlashInfer's entry points, and put them back.
+"""Turn the runtime guard on and off: patch the kernel libraries' entry points, and put them back.
+
+The libraries are those of :data:`runtime_checks.armed.ROOT_PACKAGES` (FlashInfer,
+``sgl_kernel``, ``flash_mla``, vLLM's ``vllm_flash_attn`` and ``third_party.flashmla``);
+one that is not installed is not patched (one debug line per process says so).
 
 :func:`install` sets the level and action (read by
 :meth:`guardrails.config.GuardConfig.resolve`, set by :func:`runtime_checks.state.configure`)
@@ -13,23 +17,27 @@ with :func:`runtime_checks.launch_guard.make_guard`:
 
 ``FMHA_GUARD=shapes|values`` gets here through :mod:`runtime_checks.startup`,
 which arms the guard at interpreter start (:mod:`runtime_checks.armed`); the armed
-guard calls :func:`install` at the first ``flashinfer`` import. This module does not
+guard calls :func:`install` at the first import of one of those libraries. This module does not
 import the startup module: it settles or drops the armed guard through
 :mod:`runtime_checks.armed`.
 
 A function (``flashinfer.decode.trtllm_batch_decode_with_kv_cache``) is replaced
 in its module, and every other reference to the very same function object is
-rebound: any attribute of an imported ``flashinfer*`` module (re-exports such as
+rebound: any attribute of an imported module of a guarded library (re-exports such as
 ``flashinfer.mla._core`` / ``flashinfer.mla`` / ``flashinfer.decode`` for the MLA
 function, or top-level ``flashinfer.X``), and an attribute of the same name in any
 other imported module (an engine's ``from flashinfer.decode import X`` that ran
 before :func:`install`). A method (``BatchDecodeWithPagedKVCacheWrapper.run``) is
 replaced on its class, and each ``functools.partialmethod`` alias of it
 (``run_return_lse``) is re-created over the guarded method with the same
-arguments, so subclasses and re-exports of the class see both.
+arguments, a plain alias (``begin_forward = plan``) pointed at the guarded method,
+so subclasses and re-exports of the class see both.
 
-An entry point this FlashInfer does not have (another release's layout) is
-skipped with one debug line on the ``fmha_guard`` logger; one that cannot be
+Each :func:`install`, and each import of a kernel library's top-level package while
+installed, logs one INFO line on the ``fmha_guard`` logger: the level, the action,
+the entry points patched and the modules still to be patched when imported
+(:func:`_announce`). An entry point this FlashInfer does not have (another release's
+layout) is skipped with one debug line on the ``fmha_guard`` logger; one that cannot be
 wrapped is skipped with one warning. Patching never raises into an import.
 
 :func:`install` is idempotent (a second call only reconfigures);
@@ -46,6 +54,7 @@ then already imported).
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 import threading
 import types
@@ -57,7 +66,7 @@ from typing import Any, Optional, Union
 from guardrails.config import Action, GuardConfig, Level
 
 from . import armed
-from .armed import ROOT_PACKAGE
+from .armed import ROOT_PACKAGE, ROOT_PACKAGES, is_guarded_module
 from .import_hook import PostImportFinder
 from .kernel_specs import ENTRY_POINTS, EntryPoint
 from .state import STATE, GuardState, configure, log
@@ -90,8 +99,12 @@ def install(level: Union[Level, str, int, None] = None, action: Union[Action, st
     points whose modules were imported or reloaded since. It replaces a guard
     armed at interpreter start (:mod:`runtime_checks.startup`).
 
+    An unknown ``FMHA_GUARD`` / ``FMHA_GUARD_ACTION`` read from the environment fails
+    closed (``shapes`` / ``raise``) with one :class:`guardrails.errors.FmhaGuardConfigWarning`.
+
     Raises:
-        GuardConfigError: an unknown level or action (a ``ValueError``; nothing is patched then).
+        GuardConfigError: an unknown ``level`` or ``action`` argument (a ``ValueError``;
+            nothing is patched then).
     """
     config = GuardConfig.resolve(level, action)
     global _finder
@@ -99,7 +112,7 @@ def install(level: Union[Level, str, int, None] = None, action: Union[Action, st
         configure(config.level, config.action)
         armed.disarm()
         if _finder is None:
-            _finder = PostImportFinder({ROOT_PACKAGE, *(e.module for e in ENTRY_POINTS)}, _on_module_executed)
+            _finder = PostImportFinder({*ROOT_PACKAGES, *(e.module for e in ENTRY_POINTS)}, _on_module_executed)
             _finder.register()
         for entry in ENTRY_POINTS:
             module = sys.modules.get(entry.module)
@@ -108,6 +121,8 @@ def install(level: Union[Level, str, int, None] = None, action: Union[Action, st
         for patch in _patches:
             if isinstance(patch, _FunctionPatch):
                 patch.rebind()
+        _report_missing_libraries()
+        _announce()
 
 
 def uninstall() -> None:
@@ -118,8 +133,9 @@ def uninstall() -> None:
     guarded function that an imported module took while installed is restored too
     (same name, or any name in a ``flashinfer*`` module; one taken under another
     name keeps the wrapper, which passes straight through at level OFF). The CUDA
-    graph hooks that :mod:`runtime_checks.launch_guard` installs are removed too
-    (``graph_hooks.uninstall``). A guard armed at interpreter start is dropped.
+    graph hooks and the Triton launch hook that :mod:`runtime_checks.launch_guard` installs
+    are removed too (``graph_hooks.uninstall``, ``refills.uninstall``). A guard armed at
+    interpreter start is dropped.
     Safe to call when not installed.
     """
     global _finder
@@ -130,9 +146,10 @@ def uninstall() -> None:
             _finder = None
         while _patches:
             _patches.pop().restore()
-        graph_hooks = sys.modules.get(f"{__package__}.graph_hooks")
-        if graph_hooks is not None and hasattr(graph_hooks, "uninstall"):
-            graph_hooks.uninstall()
+        for hooks in ("graph_hooks", "refills"):  # installed by launch_guard.make_guard
+            module = sys.modules.get(f"{__package__}.{hooks}")
+            if module is not None and hasattr(module, "uninstall"):
+                module.uninstall()
         configure(Level.OFF, STATE.action)
 
 
@@ -238,10 +255,11 @@ def _on_module_executed(module: types.ModuleType) -> None:
             for entry in ENTRY_POINTS:
                 if entry.module == name:
                     _patch_entry(entry, module)
-            if name == ROOT_PACKAGE:  # top-level re-exports made by the package's __init__
+            if name in ROOT_PACKAGES:  # top-level re-exports made by the package's __init__
                 for patch in _patches:
                     if isinstance(patch, _FunctionPatch):
                         patch.rebind()
+                _announce()
     except Exception as exc:  # the guard must never break an import
         log.warning("fmha-guard: patching %s failed (%s: %s); it is not guarded", module.__name__, type(exc).__name__, exc)
 
@@ -260,7 +278,7 @@ def _patch_entry(entry: EntryPoint, module: types.ModuleType) -> None:
 def _patch_function(entry: EntryPoint, module: types.ModuleType) -> None:
     current = vars(module).get(entry.qualname, _MISSING)
     if current is _MISSING:
-        _report(entry, "debug", f"is not in this FlashInfer ({entry.module} has no {entry.qualname}); skipped")
+        _report(entry, "debug", f"is not in this {_library(entry)} ({entry.module} has no {entry.qualname}); skipped")
         return
     if _is_guard(current):
         return
@@ -275,12 +293,12 @@ def _patch_method(entry: EntryPoint, module: types.ModuleType) -> None:
     class_name, _, name = entry.qualname.partition(".")
     cls = vars(module).get(class_name)
     if not isinstance(cls, type):
-        _report(entry, "debug", f"is not in this FlashInfer ({entry.module} has no class {class_name}); skipped")
+        _report(entry, "debug", f"is not in this {_library(entry)} ({entry.module} has no class {class_name}); skipped")
         return
     had_own = name in cls.__dict__
     current = next((base.__dict__[name] for base in cls.__mro__ if name in base.__dict__), _MISSING)
     if current is _MISSING:
-        _report(entry, "debug", f"is not in this FlashInfer ({class_name} has no {name}); skipped")
+        _report(entry, "debug", f"is not in this {_library(entry)} ({class_name} has no {name}); skipped")
         return
     if _is_guard(current):
         return
@@ -296,6 +314,9 @@ def _patch_method(entry: EntryPoint, module: types.ModuleType) -> None:
             new = functools.partialmethod(patch.guard, *partial.args, **partial.keywords)
             setattr(cls, alias, new)
             patch.aliases.append((alias, partial, new))
+        elif partial is current:  # a plain alias (``begin_forward = plan``)
+            setattr(cls, alias, patch.guard)
+            patch.aliases.append((alias, partial, patch.guard))
         else:
             _report(entry, "debug", f"alias {class_name}.{alias} is not a partialmethod of {name}; left alone")
 
@@ -311,6 +332,55 @@ def _is_guard(obj: Any) -> bool:
         return getattr(obj, "__fmha_guard__", None) is not None
     except Exception:
         return False
+
+
+def _announce() -> None:
+    """The INFO line saying the guard is active: level, action, the libraries and entry
+    points patched, and the modules of those libraries whose entry points are patched
+    when imported."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    state = f"level={STATE.level}, action={STATE.action}{': launches pass unchecked' if STATE.level is Level.OFF else ''}"
+    if not _patches:
+        log.info("fmha-guard: guard active (%s); nothing patched yet: entry points are patched when %s is imported",
+                 state, " / ".join(ROOT_PACKAGES))
+        return
+    libraries = list(dict.fromkeys(_library(p.entry) for p in _patches))
+    pending = sorted({e.module for e in ENTRY_POINTS if e.module not in sys.modules and _library(e) in libraries})
+    log.info(
+        "fmha-guard: guard active (%s) for %s; %d entry points patched: %s%s",
+        state, ", ".join(libraries), len(_patches), ", ".join(f"{p.entry.module}.{p.entry.qualname}" for p in _patches),
+        f"; patched when imported: {', '.join(pending)}" if pending else "",
+    )
+
+
+def _library(entry: EntryPoint) -> str:
+    """The guarded library (:data:`ROOT_PACKAGES`) an entry point belongs to."""
+    module = entry.module
+    return next((root for root in ROOT_PACKAGES if module == root or module.startswith(root + ".")),
+                module.partition(".")[0])
+
+
+_missing_reported: set[str] = set()
+
+
+def _report_missing_libraries() -> None:
+    """One debug line per process for each guarded library that is not installed (its
+    entry points stay unpatched: nothing to do, not an error). Only top-level packages
+    are looked up, never imported (``vllm`` stands for its two vendored libraries)."""
+    import importlib.util
+
+    for top in dict.fromkeys(root.partition(".")[0] for root in ROOT_PACKAGES):
+        if top in sys.modules or top in _missing_reported:
+            continue
+        try:
+            found = importlib.util.find_spec(top) is not None
+        except (ImportError, ValueError):
+            found = True  # odd, but present: its modules are patched when imported
+        if not found:
+            _missing_reported.add(top)
+            roots = [root for root in ROOT_PACKAGES if root.partition(".")[0] == top]
+            log.debug("fmha-guard: %s is not installed; its entry points are not patched", ", ".join(roots))
 
 
 def _report(entry: EntryPoint, level: str, what: str) -> None:
@@ -336,15 +406,14 @@ def _namespace(module: Any) -> Optional[dict[str, Any]]:
 
 def _references(obj: Any, name: str) -> list[tuple[types.ModuleType, dict[str, Any], str]]:
     """``(module, its __dict__, attribute)`` for every imported module attribute holding
-    ``obj``: any attribute of a ``flashinfer*`` module, the attribute ``name`` of any
-    other module."""
+    ``obj``: any attribute of a module of a guarded library (:data:`ROOT_PACKAGES`), the
+    attribute ``name`` of any other module."""
     found = []
-    prefix = ROOT_PACKAGE + "."
     for module_name, module in list(sys.modules.items()):
         namespace = _namespace(module)
         if namespace is None:
             continue
-        if module_name == ROOT_PACKAGE or module_name.startswith(prefix):
+        if is_guarded_module(module_name):
             found.extend((module, namespace, key) for key, value in list(namespace.items()) if value is obj)
         elif namespace.get(name) is obj:
             found.append((module, namespace, name))

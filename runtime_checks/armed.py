@@ -1,4 +1,4 @@
-"""The runtime guard armed at interpreter start, waiting for the first ``flashinfer`` import.
+"""The runtime guard armed at interpreter start, waiting for the first import of a guarded kernel library.
 
 :func:`runtime_checks.startup.activate` (what the ``.pth`` / ``.start`` files call)
 reads ``FMHA_GUARD`` and calls :func:`arm`; the explicit API
@@ -19,18 +19,35 @@ if TYPE_CHECKING:
 
     from guardrails.config import GuardConfig
 
-__all__ = ["ArmedGuard", "ROOT_PACKAGE", "arm", "settle", "disarm", "pending"]
+__all__ = ["ArmedGuard", "ROOT_PACKAGE", "ROOT_PACKAGES", "is_guarded_module", "arm", "settle", "disarm", "pending"]
 
-ROOT_PACKAGE = "flashinfer"
-"""The kernel library the guard patches: its first import (or that of one of its modules)
-fires the armed guard, and :mod:`runtime_checks.activation` searches it and its modules
-for re-exports by identity."""
+ROOT_PACKAGES = ("flashinfer", "sgl_kernel", "flash_mla", "vllm.vllm_flash_attn", "vllm.third_party.flashmla")
+"""The kernel libraries the guard patches (every entry point of
+:data:`runtime_checks.kernel_specs.ENTRY_POINTS` lives in one of them): the first import
+of any of them (or of one of their modules) fires the armed guard, and
+:mod:`runtime_checks.activation` searches them and their modules for re-exports by
+identity. vLLM itself is not one: only its vendored kernel packages are (``import vllm``
+does not fire the guard, ``import vllm.vllm_flash_attn`` does)."""
+
+ROOT_PACKAGE = ROOT_PACKAGES[0]
+"""FlashInfer, the first of :data:`ROOT_PACKAGES` (kept for callers of the one-library name)."""
+
+_TOP_LEVEL = frozenset(root.partition(".")[0] for root in ROOT_PACKAGES)
+
+
+def is_guarded_module(fullname: str) -> bool:
+    """Whether module ``fullname`` is one of :data:`ROOT_PACKAGES` or inside one (a set
+    lookup for every other top-level name: the armed guard asks on every import)."""
+    if fullname.partition(".")[0] not in _TOP_LEVEL:
+        return False
+    return any(fullname == root or fullname.startswith(root + ".") for root in ROOT_PACKAGES)
 
 _pending: Optional["ArmedGuard"] = None
 
 
 class ArmedGuard:
-    """Meta path finder that installs the guard at the first ``flashinfer`` import.
+    """Meta path finder that installs the guard at the first import of a module of
+    :data:`ROOT_PACKAGES` (``flashinfer``, ``sgl_kernel.flash_attn``, ``vllm.vllm_flash_attn``...).
 
     Args:
         config: the level (not OFF) and action to install.
@@ -45,7 +62,7 @@ class ArmedGuard:
         self.fired = False
 
     def find_spec(self, fullname: str, path: Optional[Any] = None, target: Optional[ModuleType] = None) -> Any:
-        if self.fired or fullname.partition(".")[0] != ROOT_PACKAGE:
+        if self.fired or not is_guarded_module(fullname):
             return None
         finder = self.fire()
         # hand this very import to the guard's hook (now first on sys.meta_path)
@@ -67,7 +84,8 @@ class ArmedGuard:
         pass
 
     def __repr__(self) -> str:
-        return f"<fmha-guard armed at FMHA_GUARD={self.config.level}, waiting for 'import {ROOT_PACKAGE}'>"
+        waiting = ", ".join(ROOT_PACKAGES)
+        return f"<fmha-guard armed at FMHA_GUARD={self.config.level}, waiting for an import of {waiting}>"
 
 
 def arm(config: "GuardConfig", install: "Callable[[GuardConfig], Any]") -> ArmedGuard:

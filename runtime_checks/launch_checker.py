@@ -28,11 +28,12 @@ One launch (:meth:`LaunchChecker.check`) at level ``shapes`` or ``values``:
    capturing (skipped and counted: reading values would break the capture). One
    step's metadata is read once however many layers share it.
 
-Limit of the content key: a kernel that writes a metadata buffer through its raw
-pointer (a Triton kernel filling ``cu_seqlens_q`` in place) does not bump ``_version``;
-if the same tensor object is reused that way, the next launch hits the memo and its new
-contents go unchecked until the key changes. PyTorch ops (``copy_``, ``cumsum(out=)``)
-bump it.
+In-place refills: PyTorch ops (``copy_``, ``cumsum(out=)``) bump ``_version``; a numpy
+write into a host tensor and a Triton kernel filling a device buffer (``cu_seqlens_q``,
+``kv_indices``) do not, and are seen through :mod:`runtime_checks.refills` (host bytes
+in the key; every storage a Triton launch receives marked). Limit: a raw CUDA
+kernel that is not Triton writing into a reused buffer leaves the key unchanged, and the
+next launch with the same tensor object hits the memo.
 """
 
 from __future__ import annotations

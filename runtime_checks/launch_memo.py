@@ -6,22 +6,27 @@ Two memos per entry point (or per engine backend):
   passed once passes again without building models (the shape checks read nothing
   else);
 * content keys (:func:`version_key` of each index tensor: identity, in-place version
-  counter, address, shape): the value checks of one step's metadata run once, however
-  many layers share it.
+  counter, address, shape, and what :func:`runtime_checks.refills.content_part` adds:
+  the bytes of a CPU tensor, the Triton write mark of a device tensor's storage): the value checks of one step's metadata run once, however many layers
+  share it.
 
 A content key names tensors by ``id()``, which CPython reuses once an object is freed,
 and a fresh tensor's version counter starts at 0; a freed index tensor's key could then
 match a new tensor at the same address (the caching allocator reuses blocks). The memo
 therefore keeps a reference to the tensors of every content key it holds (at most
 :data:`VALUE_MEMO_SIZE` entries, LRU), so an id in a live key is never reused.
-Writes through raw pointers (a CUDA kernel filling a buffer outside torch) do not bump
-``_version``; such buffers are refilled with ``copy_`` by the engines this guards.
+Writes that do not bump ``_version`` are made visible by :mod:`runtime_checks.refills`:
+numpy writes into host tensors (their bytes are in the key) and Triton kernels
+(every storage handed to one is marked); a raw CUDA kernel that is not Triton writing into
+a reused buffer is the one refill the key cannot see.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from typing import Any, Sequence
+
+from .refills import content_part
 
 __all__ = ["LaunchMemo", "tensor_key", "version_key", "SHAPE_MEMO_SIZE", "VALUE_MEMO_SIZE"]
 
@@ -41,10 +46,11 @@ def tensor_key(t: Any) -> Any:
 
 
 def version_key(t: Any) -> Any:
-    """Content fingerprint: identity, in-place version counter, address, shape."""
+    """Content fingerprint: identity, in-place version counter, address, shape, and
+    :func:`~runtime_checks.refills.content_part` (host bytes / Triton write mark)."""
     if t is None:
         return None
-    return (id(t), t._version, t.data_ptr(), t.shape)
+    return (id(t), t._version, t.data_ptr(), t.shape, content_part(t))
 
 
 class LaunchMemo:

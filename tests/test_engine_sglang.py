@@ -3,9 +3,11 @@
 Each version runs in its own process (``python -m tests.engines.run_sglang``), built the
 way that version's own test kit builds its backends, with FlashInfer's compiled layer
 and the absent kernel libraries replaced by recorders (``tests/engines/``). The
-assertions are on what the backends handed to the kernels. A second run per version with
-``FMHA_GUARD=values`` (action ``warn``) prints what the current runtime guard did per
-entry point; nothing is asserted on the guard yet (its coverage is being rebuilt).
+assertions are on what the backends handed to the kernels. Runs with ``FMHA_GUARD=values``
+(action ``warn``) print what the runtime guard did per entry point, and assert that it
+checked every FlashInfer call of the FlashInfer-calling backends with no violation and no
+internal error, and that faults seeded into the metadata at the FlashInfer boundary
+(``FMHA_KIT_FAULT``, ``tests/engines/faults.py``) are caught with the right invariant.
 """
 
 from __future__ import annotations
@@ -27,12 +29,12 @@ VERSIONS = ("0.5.9", "0.5.23")
 BATCH = len(PREFIX_LENS)
 
 
-def _driver(version: str, tmp_path, **env: str) -> dict:
+def _driver(version: str, tmp_path, *args: str, **env: str) -> dict:
     out = tmp_path / f"sglang-{version}.json"
     environment = {k: v for k, v in os.environ.items() if not k.startswith("FMHA_GUARD")}
     environment.update(env)
     subprocess.run([sys.executable, "-m", "tests.engines.run_sglang", "--version", version,
-                    "--json", str(out)], cwd=REPO, env=environment, check=True, timeout=600,
+                    "--json", str(out), *args], cwd=REPO, env=environment, check=True, timeout=600,
                    stdout=subprocess.DEVNULL)
     return json.loads(out.read_text())
 
@@ -192,3 +194,137 @@ def test_report_what_the_runtime_guard_did(version, tmp_path, capsys):
             print(f"  {name}: {dict(row)}")
         print(f"  internal_errors: {guarded['guard'].get('totals', {}).get('internal_errors')}")
     assert guarded["cases"]
+
+
+#: the kernel entry points beyond FlashInfer that SGLang's FA3 and FlashMLA backends call,
+#: per version (runtime_checks.kernel_specs: sgl_kernel_flash_attn, flash_mla)
+BEYOND_FLASHINFER = {
+    "0.5.9": {"sgl_kernel.flash_attn.flash_attn_with_kvcache", "sgl_kernel.flash_mla.get_mla_metadata",
+              "sgl_kernel.flash_mla.flash_mla_with_kvcache"},
+    "0.5.23": {"sgl_kernel.flash_attn.flash_attn_with_kvcache", "sgl_kernel.flash_attn.get_scheduler_metadata",
+               "flash_mla.get_mla_decoding_metadata", "flash_mla.flash_mla_with_kvcache"},
+}
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_guard_checks_every_fa3_and_flashmla_launch(version, tmp_path):
+    """FMHA_GUARD=values on the FA3 and FlashMLA backends: every sgl_kernel / flash_mla
+    call is checked (a shape check or a memo hit, and a value check, a value memo hit or
+    a capture skip), no violation, no internal error."""
+    guarded = _driver(version, tmp_path, "--backends", "FlashAttentionBackend,FlashMLABackend",
+                      FMHA_GUARD="values", FMHA_GUARD_ACTION="warn")
+    assert guarded["guard"]["installed"] is True
+    assert {c["status"] for c in guarded["cases"]} == {"ok"}, [(c["mode"], c["error"]) for c in guarded["cases"]]
+    seen: set[str] = set()
+    for case in guarded["cases"]:
+        for entry in case["entries"]:
+            if entry["entry"] not in BEYOND_FLASHINFER[version]:
+                continue
+            seen.add(entry["entry"])
+            guard = entry.get("guard") or {}
+            where = (case["backend"], case["mode"], case["page_size"], entry["phase"], entry["entry"])
+            assert guard.get("launches") == 1, where
+            assert guard.get("shape_checks", 0) + guard.get("shape_memo_hits", 0) == 1, where
+            values = guard.get("value_checks", 0) + guard.get("value_memo_hits", 0) + guard.get("capture_skips", 0)
+            assert values == 1, where
+            assert not guard.get("warned") and not guard.get("internal_errors"), (where, guard)
+    assert seen == BEYOND_FLASHINFER[version]
+    totals = guarded["guard"]["totals"]
+    assert totals["warned"] == 0 and totals["internal_errors"] == [], totals
+
+
+
+# --------------------------------------------------------- every FlashInfer launch checked
+
+#: the SGLang backends that call FlashInfer (FlashMLABackend plans its prefill on the MLA wrapper)
+FLASHINFER_BACKENDS = "FlashInferAttnBackend,FlashInferMLAAttnBackend,TRTLLMHAAttnBackend,TRTLLMMLABackend,FlashMLABackend"
+
+
+@pytest.fixture(scope="module", params=VERSIONS)
+def flashinfer_guarded(request, tmp_path_factory):
+    """The FlashInfer-calling backends, every mode, under FMHA_GUARD=values (action warn)."""
+    return _driver(request.param, tmp_path_factory.mktemp("fi-guard"), "--backends", FLASHINFER_BACKENDS,
+                   FMHA_GUARD="values", FMHA_GUARD_ACTION="warn")
+
+
+def _flashinfer_entries(report):
+    for case in report["cases"]:
+        for entry in case["entries"]:
+            if entry["entry"].startswith("flashinfer."):
+                yield case, entry
+
+
+def test_guard_checks_every_flashinfer_call(flashinfer_guarded):
+    """Every FlashInfer call the backends make (wrapper plan / begin_forward / run /
+    forward*, fast_decode_plan, trtllm-gen, fmha_v2, the MLA wrapper), in every forward
+    mode and CUDA-graph capture / replay, is checked: no entry the guard does not cover,
+    no internal error, no violation on the backends' valid batches."""
+    from .flashinfer_guarded import classify
+
+    report = flashinfer_guarded
+    assert report["guard"]["installed"] is True
+    assert {c["status"] for c in report["cases"]} == {"ok"}, [(c["backend"], c["mode"], c["error"]) for c in report["cases"]]
+    checked = defaultdict(set)
+    for case, entry in _flashinfer_entries(report):
+        where = (case["backend"], case["mode"], case["page_size"], entry["phase"], entry["entry"])
+        kind = classify(entry["entry"])
+        assert kind != "unguarded", where
+        if kind == "not-fmha":
+            continue
+        guard = entry.get("guard") or {}
+        assert guard.get("launches", 0) >= 1, (where, guard)
+        assert not guard.get("warned") and not guard.get("internal_errors"), (where, guard)
+        checked[entry["phase"]].add(entry["entry"].rsplit(".", 2)[-2] if "Wrapper" in entry["entry"] else entry["entry"])
+    assert {"eager", "capture", "replay"} <= set(checked), dict(checked)
+    totals = report["guard"]["totals"]
+    assert totals["warned"] == 0 and totals["internal_errors"] == [], totals
+    for name, counters in (report["guard"].get("entries") or {}).items():
+        if name.startswith("flashinfer."):
+            assert counters["internal_errors"] == 0 and counters["unchecked"] == 0, (name, counters)
+            assert counters.get("violations", 0) == 0, (name, counters)
+
+
+def test_plans_that_bypass_plan_are_checked_at_run(flashinfer_guarded):
+    """SGLang's CUDA-graph replays plan through fast_decode_plan / fast_prefill_plan /
+    fast_mla_*_plan (the compiled plan called directly): the runs after them are checked
+    from the wrappers' buffers."""
+    bypassed = 0
+    for case in flashinfer_guarded["cases"]:
+        entries = case["entries"]
+        for i, entry in enumerate(entries):
+            direct = entry["entry"].startswith("<direct>") and entry["caller"].split(":")[-1].startswith("fast_")
+            if not (direct or entry["entry"].endswith("fast_decode_plan")):
+                continue
+            runs = [e for e in entries[i + 1:] if e["entry"].endswith(("run", "forward", "forward_return_lse"))]
+            assert runs, (case["backend"], case["mode"], entry["entry"])
+            assert (runs[0].get("guard") or {}).get("launches", 0) >= 1, (case["backend"], case["mode"], runs[0])
+            bypassed += 1
+    assert bypassed
+
+
+#: (version, FMHA_KIT_FAULT, backends, modes) -> invariants the guard must name (tests/engines/faults.py)
+SEEDED_FAULTS = {
+    ("0.5.23", "kv_indices_past_pool,block_table_past_pool,dp_padded_batch_size",
+     "FlashInferAttnBackend,TRTLLMHAAttnBackend", "EXTEND,DECODE"): {"page-id-range", "batch-size"},
+    ("0.5.9", "kv_indices_past_pool,block_table_past_pool,dp_padded_batch_size",
+     "FlashInferAttnBackend,TRTLLMHAAttnBackend", "EXTEND,DECODE"): {"page-id-range", "batch-size"},
+    ("0.5.9", "ragged_replay_refill", "TRTLLMHAAttnBackend", "CUDA_GRAPH_DRAFT_EXTEND"): {"max-seq-len"},
+}
+
+
+@pytest.mark.parametrize("version, fault, backends, modes", sorted(SEEDED_FAULTS))
+def test_seeded_faults_are_caught(version, fault, backends, modes, tmp_path):
+    """Faults seeded into the real metadata at the FlashInfer boundary: a page id past the
+    pool in kv_indices (decode / prefill wrapper plans) and block_tables (trtllm-gen
+    decode), a DP-padded batch_size after planning (trtllm context / fmha_v2, SGLang
+    #21649), a replay refilling cum_seq_lens_q with another stride than capture while
+    max_q_len stays baked (SGLang #21987). Every faulted launch is warned about, with
+    the expected invariant ids."""
+    report = _driver(version, tmp_path, "--backends", backends, "--modes", modes,
+                     FMHA_GUARD="values", FMHA_GUARD_ACTION="warn", FMHA_KIT_FAULT=fault)
+    invariants = {site.split("'")[1] for site in report["guard"]["totals"]["warned_sites"]}
+    assert invariants == SEEDED_FAULTS[(version, fault, backends, modes)], report["guard"]["totals"]
+    for case in report["cases"]:
+        warned = sum((e.get("guard") or {}).get("warned", 0) for e in case["entries"])
+        assert warned >= 1, (case["backend"], case["mode"], case["page_size"])
+    assert not report["guard"]["totals"]["internal_errors"]

@@ -5,8 +5,10 @@ of ``tests.engines.vllm_kit.BACKENDS`` for every batch kind (decode, prefill, mi
 spec-decode, and the FULL CUDA-graph path: capture, then a padded replay) and records
 every kernel call. These tests check that every backend ran every batch and that the
 recorders saw the kernels each backend is known to launch, with metadata of the
-expected forms; then run once with ``FMHA_GUARD=values`` and print what the current
-guard did (no assertion on the guard yet).
+expected forms; then, with ``FMHA_GUARD=values``, print what the guard did and assert that
+it checked every FlashInfer call (and the FlashAttention / FlashMLA ones) with no
+violation and no internal error, and caught faults seeded at the FlashInfer boundary
+(``FMHA_KIT_FAULT``, ``tests/engines/faults.py``).
 """
 
 from __future__ import annotations
@@ -70,12 +72,12 @@ PER_LAYER = {FA3, FA2, FA4, XQA, TRTLLM_DECODE, TRTLLM_CONTEXT, TRTLLM_MLA, FLAS
              TRITON_UNIFIED, TRITON_MLA_DECODE, FI_PREFILL_RUN, CACHE, MLA_CACHE}
 
 
-def _run_driver(version: str, out: Path, **env: str) -> dict:
+def _run_driver(version: str, out: Path, *args: str, **env: str) -> dict:
     full_env = {**os.environ, **env}
     full_env.setdefault("FLASHINFER_NO_DOWNLOAD", "1")
     proc = subprocess.run(
         [sys.executable, "-m", "tests.engines.run_vllm", "--version", version, "--inventory",
-         "--output", str(out)],
+         "--output", str(out), *args],
         cwd=REPO, env=full_env, capture_output=True, text=True, timeout=900,
     )
     assert out.exists(), f"driver wrote no report (rc={proc.returncode}):\n{proc.stderr[-4000:]}"
@@ -230,3 +232,94 @@ def test_guard_values_run_reports_per_entry_point(tmp_path, reports):
     failed = {k: [b for b, r in v["batches"].items() if not r.get("ok")] for k, v in report["backends"].items()}
     print("  backends with failing batches under the guard:", {k: v for k, v in failed.items() if v})
     assert guard is not None and guard["FMHA_GUARD"] == "values"
+
+
+#: the FlashAttention / FlashMLA backends and the entry points of theirs the guard checks
+#: (runtime_checks.kernel_specs: vllm_flash_attn, flash_mla); FlashMLA's get_mla_metadata
+#: takes *args and returns an empty schedule (nothing to check: not guarded)
+FA_BACKENDS = ("FLASH_ATTN@sm90", "FLASH_ATTN@sm80", "FLASHMLA@sm90", "FLASH_ATTN_MLA@sm90")
+GUARDED_BEYOND_FLASHINFER = {FA_VARLEN, FA_SCHED, FLASHMLA}
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_guard_checks_every_flash_attn_and_flashmla_launch(tmp_path, version):
+    """FMHA_GUARD=values on the FLASH_ATTN / FLASHMLA backends: every vllm_flash_attn and
+    FlashMLA call is checked (a shape check or a memo hit, and a value check, a value memo
+    hit or a capture skip), no violation, no internal error."""
+    report = _run_driver(version, tmp_path / "guarded.json", "--backends", ",".join(FA_BACKENDS),
+                         FMHA_GUARD="values", FMHA_GUARD_ACTION="warn")
+    assert report["_returncode"] == 0, report["_stderr"][-3000:]
+    assert report["guard"]["installed"] is True
+    seen = defaultdict(set)
+    for call in report["calls"]:
+        if call.get("layer") != "python" or call["entry"] not in GUARDED_BEYOND_FLASHINFER:
+            continue
+        seen[call["backend"]].add(call["entry"])
+        guard = call.get("guard") or {}
+        where = (call["backend"], call.get("batch"), call.get("graph"), call["entry"])
+        assert guard.get("launches") == 1, where
+        assert guard.get("shape_checks", 0) + guard.get("shape_memo_hits", 0) == 1, where
+        values = guard.get("value_checks", 0) + guard.get("value_memo_hits", 0) + guard.get("capture_skips", 0)
+        assert values == 1, where
+        assert not guard.get("warned") and not guard.get("internal_errors"), (where, guard)
+    assert dict(seen) == {"FLASH_ATTN@sm90": {FA_VARLEN, FA_SCHED}, "FLASH_ATTN@sm80": {FA_VARLEN},
+                          "FLASHMLA@sm90": {FA_VARLEN, FLASHMLA}, "FLASH_ATTN_MLA@sm90": {FA_VARLEN, FA_SCHED}}
+    totals = report["guard"]["totals"]
+    assert totals["warned"] == 0 and totals["internal_errors"] == [], totals
+
+
+
+#: the backends that call FlashInfer (FLASHINFER_MLA decodes with trtllm-gen MLA)
+FLASHINFER_BACKENDS = ("FLASHINFER@sm90", "FLASHINFER@sm100", "FLASHINFER_MLA@sm100")
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_guard_checks_every_flashinfer_call(tmp_path, version):
+    """FMHA_GUARD=values on the FlashInfer backends (decode, prefill, mixed, spec decode,
+    FULL CUDA-graph capture and padded replay): every FlashInfer call is checked (wrapper
+    plan / run, xqa, trtllm-gen decode / context / MLA), with no violation on vLLM's valid
+    batches (page-granular cum_seq_lens_kv, padded rows with seq_len 0, a mixed batch's
+    plan with kv_indptr starting at an offset) and no internal error."""
+    from .flashinfer_guarded import classify
+
+    report = _run_driver(version, tmp_path / "guarded.json", "--backends", ",".join(FLASHINFER_BACKENDS),
+                         FMHA_GUARD="values", FMHA_GUARD_ACTION="warn")
+    assert report["_returncode"] == 0, report["_stderr"][-3000:]
+    for key, outcome in report["backends"].items():
+        assert all(r.get("ok") for r in outcome["batches"].values()), (key, outcome)
+    guard = report["guard"]
+    flashinfer = {k: v for k, v in guard["per_entry_point"].items() if k.startswith("flashinfer.")}
+    assert {k for k in flashinfer if classify(k) == "unguarded"} == set(), flashinfer
+    checked = {k: v for k, v in flashinfer.items() if classify(k) == "guarded"}
+    assert {XQA, TRTLLM_DECODE, TRTLLM_CONTEXT, TRTLLM_MLA, FI_PREFILL_PLAN, FI_PREFILL_RUN} <= set(checked)
+    for name, counters in checked.items():
+        assert counters["launches"] >= counters["calls"], (name, counters)
+        assert counters["warned"] == 0 and counters["internal_errors"] == [], (name, counters)
+    assert guard["totals"]["warned"] == 0 and guard["totals"]["internal_errors"] == [], guard["totals"]
+    graph = [c for c in report["calls"] if c.get("graph") in ("capture", "replay") and c["entry"] in checked]
+    assert {c["graph"] for c in graph} == {"capture", "replay"}
+    assert all((c.get("guard") or {}).get("launches", 0) >= 1 for c in graph)
+    for name, counters in (guard["status"].get("entries") or {}).items():
+        if name.startswith("flashinfer."):
+            assert counters["internal_errors"] == 0 and counters["unchecked"] == 0, (name, counters)
+            assert counters.get("violations", 0) == 0, (name, counters)
+
+
+def test_seeded_faults_are_caught(tmp_path):
+    """A page id past the pool seeded into vLLM's metadata at the FlashInfer boundary: the
+    block tables of xqa (SM90) and trtllm-gen decode (SM100), the paged_kv_indices of the
+    prefill wrapper's plan; each faulted backend's launches are warned about as
+    page-id-range."""
+    version = VERSIONS[-1]
+    report = _run_driver(version, tmp_path / "faults.json", "--backends", "FLASHINFER@sm90,FLASHINFER@sm100",
+                         "--batches", "decode,prefill", "--no-cudagraph", FMHA_GUARD="values",
+                         FMHA_GUARD_ACTION="warn", FMHA_KIT_FAULT="block_table_past_pool,kv_indices_past_pool")
+    totals = report["guard"]["status"]["totals"]
+    assert {site.split("'")[1] for site in totals["warned_sites"]} == {"page-id-range"}, totals
+    warned = defaultdict(int)
+    for call in report["calls"]:
+        warned[(call.get("backend"), call.get("batch"))] += (call.get("guard") or {}).get("warned", 0)
+    assert all(warned[(b, batch)] >= 1 for b in ("FLASHINFER@sm90", "FLASHINFER@sm100")
+               for batch in ("decode",)), dict(warned)
+    assert warned[("FLASHINFER@sm90", "prefill")] >= 1, dict(warned)
+    assert totals["internal_errors"] == []

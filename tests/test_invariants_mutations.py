@@ -427,6 +427,16 @@ def _mutations() -> list[Mutation]:
         {"captured kv_indptr.data_ptr": ANY, "kv_indptr.data_ptr": ANY},
         kwargs={"captured": captured},
     ))
+    # ---------------------------------------------------------------- scheduler-metadata
+    # FlashMLA's split schedule of the 8-request decode batch, then one of a 12-request
+    # batch (CUDA-graph padding after get_mla_metadata: vLLM #21691)
+    base = _decode_case().with_batch(num_splits=i32(list(range(9))),
+                                     tile_scheduler_metadata=torch.zeros(4, 8, dtype=torch.int32))
+    add(Mutation(
+        "scheduler-metadata", "flashmla-num-splits-of-another-batch-size", base,
+        lambda c: c.with_batch(num_splits=i32(list(range(13)))),
+        {"num_splits.shape[0]": 13, "batch_size + 1": 9},
+    ))
     return out
 
 

@@ -454,8 +454,9 @@ def test_action_from_env():
     assert GuardConfig.from_env({}).action == "raise"
     assert GuardConfig.from_env({ACTION_ENV_VAR: ""}).action == "raise"
     assert GuardConfig.from_env({ACTION_ENV_VAR: " Warn "}).action == "warn"
-    with pytest.raises(ValueError, match="FMHA_GUARD_ACTION='loud'.*raise.*warn"):
-        GuardConfig.from_env({ACTION_ENV_VAR: "loud"})
+    # an unknown action fails closed (it used to raise GuardConfigError): raise, and say so
+    read = GuardConfig.from_env({ACTION_ENV_VAR: "loud"}, warn=False)
+    assert read.action == "raise" and "FMHA_GUARD_ACTION='loud'" in read.fallbacks[0]
 
 
 def test_install_accepts_the_spellings_the_environment_accepts(tmp_path, fake):
@@ -533,9 +534,12 @@ def test_pth_line_is_a_no_op_where_start_files_run(monkeypatch):
     assert calls == [1]
 
 
-@pytest.mark.parametrize("value", [None, "shapes", "loud"])
+@pytest.mark.parametrize("value", [None, "shapes", "on", "loud"])
 def test_pth_line_arms_before_site_packages_are_on_the_path(tmp_path, fake, value):
-    """``site`` runs the .pth line before later site dirs are added: run it under -S, then add them."""
+    """``site`` runs the .pth line before later site dirs are added: run it under -S, then add them.
+
+    An unknown value fails closed (armed at shapes) and is warned about when FlashInfer is
+    imported, not at interpreter start."""
     site_dir = tmp_path / "site"
     site_dir.mkdir()
     shutil.copy(PTH, site_dir)
@@ -546,20 +550,84 @@ def test_pth_line_arms_before_site_packages_are_on_the_path(tmp_path, fake, valu
         armed = type(sys.meta_path[0]).__name__ == "ArmedGuard"
         imported = sorted(m for m in ("runtime_checks.startup", "guardrails.models", "pydantic", "torch") if m in sys.modules)
         site.main()  # now the real site-packages (pydantic, ...)
+        print("IMPORTING FLASHINFER", file=sys.stderr, flush=True)
         import flashinfer.decode
+        from runtime_checks.state import STATE
         guarded = hasattr(flashinfer.decode.trtllm_batch_decode_with_kv_cache, "__fmha_guard__")
-        print("RESULT", armed, imported, guarded)
+        print("RESULT", armed, imported, guarded, STATE.level)
     """, fake=fake, env=env, flags=("-S",))
     result = [line for line in proc.stdout.splitlines() if line.startswith("RESULT")]
-    errors = [line for line in proc.stderr.splitlines() if line.strip()]
+    at_start, _, at_import = proc.stderr.partition("IMPORTING FLASHINFER\n")
+    assert at_start == "", proc.stderr  # nothing at interpreter start, whatever the value
     if value is None:
-        assert result == ["RESULT False [] False"] and errors == []
-    elif value == "shapes":
-        assert result == ["RESULT True ['runtime_checks.startup'] True"] and errors == [], proc.stderr
+        assert result == ["RESULT False [] False off"] and at_import == ""
+    elif value in ("shapes", "on"):
+        assert result == ["RESULT True ['runtime_checks.startup'] True shapes"] and at_import == "", proc.stderr
     else:
-        assert result == ["RESULT False ['runtime_checks.startup'] False"]
-        assert len(errors) == 1 and "FMHA_GUARD='loud' is not a guard level" in errors[0], errors
-        assert "stays off" in errors[0]
+        assert result == ["RESULT True ['runtime_checks.startup'] True shapes"]
+        lines = [line for line in at_import.splitlines() if "FmhaGuardConfigWarning" in line]
+        assert len(lines) == 1 and "FMHA_GUARD='loud' is not a guard level" in lines[0], at_import
+        assert "fails closed and checks at shapes" in lines[0]
+        assert lines[0].startswith(str(tmp_path / "script_")), lines  # located at the `import flashinfer` line
+
+
+def test_a_bad_setting_is_silent_in_processes_that_load_no_kernel_library(tmp_path, fake):
+    """``FMHA_GUARD=bogus pip --version`` prints nothing: the fallback is warned about only
+    where a guarded kernel library is imported."""
+    site_dir = tmp_path / "site"
+    site_dir.mkdir()
+    shutil.copy(PTH, site_dir)
+    proc = run_script(tmp_path, f"""
+        import site, sys
+        site.addsitedir({str(site_dir)!r})
+        site.main()
+        import json, logging  # work of a process that never touches FlashInfer
+        print("RESULT", any(type(finder).__name__ == "ArmedGuard" for finder in sys.meta_path))
+    """, fake=fake, env=clean_env(FMHA_GUARD="bogus", FMHA_GUARD_ACTION="loud"), flags=("-S",))
+    assert proc.stdout.split() == ["RESULT", "True"] and proc.stderr == ""
+
+
+def test_fallback_warning_through_warning_filters_at_import(tmp_path, fake):
+    """Each fallback warns once, as an FmhaGuardConfigWarning (``-W error::`` makes the
+    import raise it, although Python could not resolve that category at start)."""
+    code = """
+        import sys, warnings
+        import runtime_checks.startup
+        runtime_checks.startup.activate()
+        try:
+            import flashinfer.decode
+        except Exception as exc:
+            print("RAISED", type(exc).__name__, exc)
+        import flashinfer.prefill, flashinfer.mla
+        from runtime_checks.state import STATE
+        print("RESULT", STATE.level, STATE.action, runtime_checks.is_installed())
+    """
+    env = clean_env(FMHA_GUARD="bogus", FMHA_GUARD_ACTION="loud")
+    proc = run_script(tmp_path, code, fake=fake, env=env)
+    warned = [line for line in proc.stderr.splitlines() if "FmhaGuardConfigWarning" in line]
+    assert len(warned) == 2 and "FMHA_GUARD='bogus'" in warned[0] and "FMHA_GUARD_ACTION='loud'" in warned[1]
+    assert "RESULT shapes raise True" in proc.stdout and "RAISED" not in proc.stdout
+    strict = run_script(tmp_path, code, fake=fake, env=env, flags=("-W", "error::guardrails.errors.FmhaGuardConfigWarning"))
+    assert "RAISED FmhaGuardConfigWarning FMHA_GUARD='bogus'" in strict.stdout, strict.stdout + strict.stderr
+    assert "RESULT shapes raise True" in strict.stdout  # the guard was installed before the warning
+
+
+def test_an_info_line_says_the_guard_is_active(tmp_path, fake):
+    proc = run_script(tmp_path, """
+        import logging, sys
+        logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="LOG %(levelname)s %(name)s %(message)s")
+        import runtime_checks
+        runtime_checks.install("values", "warn")
+        import flashinfer
+        runtime_checks.uninstall()
+    """, fake=fake)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("LOG INFO fmha_guard")]
+    assert len(lines) == 2, proc.stdout
+    assert "guard active (level=values, action=warn); nothing patched yet: entry points are patched when flashinfer" in lines[0]
+    assert "guard active (level=values, action=warn) for flashinfer; 8 entry points patched: " in lines[1]
+    assert "flashinfer.decode.trtllm_batch_decode_with_kv_cache" in lines[1]
+    pending = lines[1].partition("; patched when imported: ")[2].split(", ")  # modules the fake does not have
+    assert not {"flashinfer.decode", "flashinfer.prefill", "flashinfer.mla"} & set(pending), pending
 
 
 _SPAWN_PARENT = """
@@ -661,6 +729,7 @@ def test_real_flashinfer_install_after_import_and_uninstall(clean_guard):
     from runtime_checks import activation
     from runtime_checks.kernel_specs import ENTRY_POINTS
 
+    ENTRY_POINTS = [e for e in ENTRY_POINTS if e.module.partition(".")[0] == "flashinfer"]  # the one installed
     before = {(id(owner), name): value for entry in ENTRY_POINTS for owner, name, value in _entry_objects(entry)}
     functions = {id(value) for entry in ENTRY_POINTS if not entry.is_method for _, _, value in _entry_objects(entry)}
     holders = [(module, key) for name, module in list(sys.modules.items()) if name.partition(".")[0] == "flashinfer"
@@ -674,8 +743,11 @@ def test_real_flashinfer_install_after_import_and_uninstall(clean_guard):
         owner, name, value = objects[0]
         assert value.__fmha_guard__ == entry and value.__wrapped__ is before[(id(owner), name)], entry
         for _, alias, partial in objects[1:]:
-            assert isinstance(partial, functools.partialmethod) and partial.func is value, alias
-            assert partial.keywords == before[(id(owner), alias)].keywords == {"return_lse": True}
+            if isinstance(before[(id(owner), alias)], functools.partialmethod):  # run_return_lse
+                assert isinstance(partial, functools.partialmethod) and partial.func is value, alias
+                assert partial.keywords == before[(id(owner), alias)].keywords == {"return_lse": True}
+            else:  # a plain alias: begin_forward = plan
+                assert partial is value, alias
     for module, key in holders:
         assert hasattr(vars(module)[key], "__fmha_guard__"), f"{module.__name__}.{key}"
     activation.install("values")  # idempotent
@@ -695,6 +767,7 @@ def test_real_flashinfer_import_hook(tmp_path):
         import functools, sys
         import runtime_checks
         from runtime_checks.kernel_specs import ENTRY_POINTS
+        ENTRY_POINTS = [e for e in ENTRY_POINTS if e.module.partition(".")[0] == "flashinfer"]  # the one installed
         runtime_checks.install("shapes")
         import flashinfer                                               # SGLang style
         from flashinfer.decode import trtllm_batch_decode_with_kv_cache  # vLLM style, after activation
@@ -709,7 +782,7 @@ def test_real_flashinfer_import_hook(tmp_path):
             assert value.__fmha_guard__ == entry, entry
             guards[entry] = value
             for alias in entry.aliases:
-                assert vars(owner)[alias].func is value, alias
+                assert getattr(vars(owner)[alias], "func", vars(owner)[alias]) is value, alias
         assert trtllm_batch_decode_with_kv_cache is guards[ENTRY_POINTS[0]]
         assert flashinfer.decode.trtllm_batch_decode_with_kv_cache_mla is trtllm_batch_decode_with_kv_cache_mla
         assert sys.modules["flashinfer.mla._core"].trtllm_batch_decode_with_kv_cache_mla is trtllm_batch_decode_with_kv_cache_mla
@@ -723,7 +796,7 @@ def test_real_flashinfer_import_hook(tmp_path):
                 owner = getattr(owner, part)
             assert vars(owner)[entry.qualname.split(".")[-1]] is guard.__wrapped__, entry
             for alias in entry.aliases:
-                assert vars(owner)[alias].func is guard.__wrapped__, alias
+                assert getattr(vars(owner)[alias], "func", vars(owner)[alias]) is guard.__wrapped__, alias
         assert not hasattr(sys.modules["flashinfer.mla._core"].trtllm_batch_decode_with_kv_cache_mla, "__fmha_guard__")
         assert not hasattr(flashinfer.decode.trtllm_batch_decode_with_kv_cache_mla, "__fmha_guard__")
     """, fake=None)

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from guardrails import FmhaInvariantError
+from guardrails.errors import FmhaInvariantWarning
 from runtime_checks import graph_hooks
 from runtime_checks.kernel_specs import ENTRY_POINTS
 from runtime_checks.launch_guard import check_replay, make_guard
@@ -202,10 +203,6 @@ def context_fault(name):
         bad = case.page_table.clone()
         bad[2, 0] = case.num_pages + 7
         return dict(kw, block_tables=bad), "page-id-range"
-    if name == "KV offsets disagree with seq_lens":
-        bad = cu_kv.clone()
-        bad[1:] += 1
-        return dict(kw, cum_seq_lens_kv=bad), "cu-seqlens-monotone"
     raise KeyError(name)
 
 
@@ -216,8 +213,16 @@ CONTEXT_FAULTS = [
     "wrong offset total",
     "max_q_len too small",
     "page id >= page count",
-    "KV offsets disagree with seq_lens",
 ]
+
+
+def test_context_kernel_reads_no_token_offsets_from_cum_seq_lens_kv():
+    """The paged context kernel takes the KV lengths from seq_lens: cum_seq_lens_kv may
+    hold page offsets (vLLM passes paged_kv_indptr, FlashInfer's own wrapper its
+    _paged_kv_indptr_buf) or anything else of batch_size + 1 entries."""
+    case = small_case([3, 1, 5, 2], [7, 1, 20, 2])
+    pages = offsets([-(-n // case.page_size) for n in (7, 1, 20, 2)])
+    assert guarded(CONTEXT)(**dict(context_kwargs(case), cum_seq_lens_kv=pages)) == LAUNCHED
 
 
 FAULTS = {DECODE: (decode_fault, DECODE_FAULTS), CONTEXT: (context_fault, CONTEXT_FAULTS)}
@@ -389,7 +394,7 @@ def test_warn_action_logs_once_per_call_site_and_lets_the_launch_through(caplog)
     configure("values", "warn")
     kwargs, _ = context_fault("DP-padded batch_size (#21649)")
     fn = guarded(CONTEXT)
-    with caplog.at_level(logging.WARNING, logger="fmha_guard"):
+    with caplog.at_level(logging.WARNING, logger="fmha_guard"), pytest.warns(FmhaInvariantWarning):
         results = [fn(**kwargs) for _ in range(3)]
     assert results == [LAUNCHED] * 3
     messages = [r.getMessage() for r in caplog.records]

@@ -42,6 +42,7 @@ from . import (
     page_id_range,
     page_table_capacity,
     query_rows,
+    scheduler_metadata,
     seq_len_covers_query,
     swa_page_id_range,
     uniform_q_len,
@@ -58,6 +59,7 @@ CATALOG: dict[str, Invariant] = {
         query_rows,
         metadata_dtype_device,
         kv_layout,
+        scheduler_metadata,
         # VALUES
         cu_seqlens_monotone,
         last_page_len,

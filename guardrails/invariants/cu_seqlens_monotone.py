@@ -1,7 +1,11 @@
 """``cu-seqlens-monotone``: the offset tensors are exclusive prefix sums of the lengths the kernel reads.
 
 Statement: ``cu_seqlens_q``, ``cu_seqlens_kv`` (tokens) and FlashInfer's ``kv_indptr``
-(pages) start at 0 and never decrease; ``cu_seqlens_q`` ends at the query row count;
+(pages) never decrease; the token offsets start at 0, ``kv_indptr`` at any offset >= 0
+(FlashInfer reads ``kv_indices[kv_indptr[i]:kv_indptr[i+1]]``: vLLM plans a mixed batch's
+prefills with a slice of the full indptr); ``cu_seqlens_q`` ends at the query row count
+(within it for a ``padded_query`` launch: FlashAttention's varlen kernel under vLLM's
+CUDA-graph padding);
 the ``cu_seqlens_kv`` differences equal ``seq_lens`` and it ends within a ragged K/V
 (``num_kv_rows``); ``kv_indptr`` ends within ``kv_indices`` and gives each request
 ``ceil(kv_len / page_size)`` pages.
@@ -17,7 +21,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from ..catalog_entry import Invariant, sglang_url
-from ..check_context import CheckContext, Finding, register
+from ..check_context import OFFSET_INDPTRS, CheckContext, Finding, register
 from ..config import Level
 from ..models import pages_needed
 from ..tensor_facts import shape_of
@@ -27,17 +31,25 @@ INVARIANT = Invariant(
     statement=(
         "cu_seqlens_q (qo_indptr), cu_seqlens_kv (token-granular kv indptr) and "
         "kv_indptr (FlashInfer's page-granular paged_kv_indptr) are exclusive prefix "
-        "sums: they start at 0 and never decrease. cu_seqlens_q ends at the number of "
-        "query rows. cu_seqlens_kv[i+1] - cu_seqlens_kv[i] == seq_lens[i] (so it ends "
+        "sums: they never decrease, cu_seqlens_q and cu_seqlens_kv start at 0, and "
+        "kv_indptr starts at any offset >= 0 (FlashInfer reads request i's page ids as "
+        "kv_indices[kv_indptr[i]:kv_indptr[i+1]], so a slice of a larger indptr over "
+        "the full kv_indices is legal). cu_seqlens_q ends at the number of "
+        "query rows (at or below it when the query carries padding rows the kernel "
+        "does not read: padded_query). cu_seqlens_kv[i+1] - cu_seqlens_kv[i] == seq_lens[i] (so it ends "
         "at sum(seq_lens)), and with a ragged K/V cu_seqlens_kv[-1] <= num_kv_rows "
-        "(key.shape[0]). kv_indptr[-1] <= kv_indices.shape[0] (only the first "
-        "kv_indptr[-1] page ids are read), and when the KV lengths are also given "
+        "(key.shape[0]). kv_indptr[-1] <= kv_indices.shape[0] (only "
+        "kv_indices[kv_indptr[0]:kv_indptr[-1]] is read), and when the KV lengths are also given "
         "(seq_lens, else cu_seqlens_kv) each request has exactly the pages they need: "
         "kv_indptr[i+1] - kv_indptr[i] == ceil(seq_lens[i] / page_size). (The "
         "token tail, kv_last_page_len, is checked by last-page-len.)"
     ),
     level=Level.VALUES,
-    source="FlashInfer ragged-indptr contract; SGLang #21649 (ends-at-token-count)",
+    source=(
+        "FlashInfer ragged-indptr contract (kv_indices[kv_indptr[i]:kv_indptr[i+1]], "
+        "flashinfer/prefill.py _build_block_tables_from_paged_kv_indices); SGLang "
+        "#21649 (ends-at-token-count)"
+    ),
     url=sglang_url(21649),
     cause=(
         "offsets were built from stale or padded lengths, built without the leading "
@@ -57,10 +69,14 @@ INVARIANT = Invariant(
 
 def _indptr_problems(name: str, offsets: list[int], fields: dict, details: list) -> None:
     """Add to ``fields`` / ``details`` where the indptr ``offsets`` (the host copy of
-    field ``name``) does not start at 0, or first decreases."""
+    field ``name``) does not start at 0 (an offset indptr, :data:`OFFSET_INDPTRS`:
+    starts below 0), or first decreases."""
     if not offsets:
         return
-    if offsets[0] != 0:
+    if name in OFFSET_INDPTRS and offsets[0] < 0:
+        details.append(f"{name} starts below 0 (the kernel reads page ids before kv_indices)")
+        fields[f"{name}[0]"] = offsets[0]
+    elif name not in OFFSET_INDPTRS and offsets[0] != 0:
         details.append(f"{name} does not start at 0")
         fields[f"{name}[0]"] = offsets[0]
     for i in range(len(offsets) - 1):
@@ -108,8 +124,10 @@ def check_cu_seqlens_monotone(ctx: CheckContext) -> Optional[Finding]:
     if q_offsets:
         _indptr_problems("cu_seqlens_q", q_offsets, fields, details)
         rows = ctx.batch.query_row_count()
-        if rows is not None and q_offsets[-1] != rows:
-            details.append("cu_seqlens_q does not end at the number of query rows")
+        padded = ctx.batch.padded_query
+        if rows is not None and (q_offsets[-1] > rows if padded else q_offsets[-1] != rows):
+            details.append("cu_seqlens_q ends past the query rows" if padded
+                           else "cu_seqlens_q does not end at the number of query rows")
             fields["cu_seqlens_q[-1]"] = q_offsets[-1]
             fields[ctx.query_rows_field()] = rows
     kv_offsets = host.get("cu_seqlens_kv")

@@ -2,8 +2,11 @@
 
 Statement: ``cu_seqlens_q``, ``cu_seqlens_kv``, ``seq_lens``, ``page_table``,
 ``swa_page_table`` and FlashInfer's CSR ``kv_indptr``, ``kv_indices``,
-``kv_last_page_len`` are int32; the 1-D ones contiguous, page tables 2-D with last-dim
-stride 1; the SWA full->SWA table a 1-D integer tensor; all on the query's device (else
+``kv_last_page_len`` are int32; the 1-D ones contiguous, page tables 2-D (``page_table``
+also 3-D ``[batch_size, 2, max_pages]``: separate K and V ids) with last-dim stride 1,
+and rows at a pitch of their width (``stride(-2) == shape[-1]``) for kernels that
+address row ``i`` at ``i * shape[-1]`` (``page_table_rows_contiguous``: trtllm-gen, xqa,
+fmha_v2); the SWA full->SWA table a 1-D integer tensor; all on the query's device (else
 the KV cache's).
 
 Source: the FlashInfer trtllm-gen/xqa/fa2/fa3 kernel contract (int32 indptr and block
@@ -28,13 +31,23 @@ INVARIANT = Invariant(
         "Index tensors handed to the kernel (cu_seqlens_q, cu_seqlens_kv, seq_lens, "
         "page_table, swa_page_table and FlashInfer's CSR kv_indptr, kv_indices, "
         "kv_last_page_len) are int32; cu_seqlens_*, seq_lens and the CSR tensors are "
-        "1-D and contiguous, page tables are 2-D with last-dim stride 1 (a row-strided "
-        "slice of a bigger buffer is fine); the SWA full->SWA translation table is a "
+        "1-D and contiguous, page tables are 2-D (page_table also 3-D [batch_size, 2, "
+        "max_pages] with separate K and V ids) with last-dim stride 1; a kernel that "
+        "takes the row stride accepts a column-sliced table, but one that addresses row "
+        "i at i * shape[-1] (trtllm-gen, xqa, fmha_v2: FlashInfer passes them only the "
+        "data pointer and the last dim) needs rows at a pitch of their width, "
+        "stride(-2) == shape[-1] (page_table_rows_contiguous); the SWA full->SWA translation table is a "
         "1-D integer tensor; all of them sit on one device: the query's when a query "
-        "is given, else the KV cache's."
+        "is given, else the KV cache's (an API that stages them itself, FlashInfer's "
+        "wrapper plan, takes them on any device: metadata_copied)."
     ),
     level=Level.SHAPES,
-    source="FlashInfer trtllm-gen/xqa/fa2/fa3 kernel contract (int32 indptr and block tables)",
+    source=(
+        "FlashInfer trtllm-gen/xqa/fa2/fa3 kernel contract (int32 indptr and block "
+        "tables; flashinfer/data/csrc/trtllm_fmha_kernel_launcher.cu and "
+        "xqa/xqa_wrapper.cu read block_tables.size(-1) and the data pointer, no row "
+        "stride); H200 xqa measurement (row pitch)"
+    ),
     cause=(
         "an index tensor was built with torch.arange/cumsum defaults (int64), "
         "transposed or sliced along the last dim, or left on the CPU; the kernel "
@@ -51,22 +64,43 @@ _ONE_D = ("cu_seqlens_q", "cu_seqlens_kv", "seq_lens", "kv_indptr", "kv_indices"
 _TWO_D = ("page_table", "swa_page_table")
 
 
-def _layout_problems(name: str, t: Any) -> list[tuple[str, Any, str]]:
-    """(field, value seen, expectation) for one index tensor."""
+def _dense(shape: tuple[int, ...], strides: tuple[int, ...]) -> bool:
+    """Whether every axis of more than one entry has the stride of a contiguous tensor."""
+    expect = 1
+    for size, stride in zip(reversed(shape), reversed(strides)):
+        if size > 1 and stride != expect:
+            return False
+        expect *= size
+    return True
+
+
+def _layout_problems(name: str, t: Any, dense_rows: bool = False) -> list[tuple[str, Any, str]]:
+    """(field, value seen, expectation) for one index tensor; ``dense_rows``: the
+    kernel finds a page-table row at ``i * shape[-1]``."""
     problems: list[tuple[str, Any, str]] = []
     if dtype_name(t) != "int32":
         problems.append((f"{name}.dtype", dtype_name(t), "int32"))
     shape = shape_of(t)
     want_ndim = 1 if name in _ONE_D else 2
-    if len(shape) != want_ndim:
-        problems.append((f"{name}.ndim", len(shape), str(want_ndim)))
+    kv_table = name == "page_table" and len(shape) == 3
+    if kv_table and shape[1] != 2:
+        problems.append((f"{name}.shape[1]", shape[1], "2 (a 3-D page table holds K and V ids)"))
+        return problems
+    if len(shape) != want_ndim and not kv_table:
+        problems.append((f"{name}.ndim", len(shape), str(want_ndim) + (" (or 3)" if name == "page_table" else "")))
         return problems
     strides = strides_of(t)
     if strides is not None:
         if want_ndim == 1 and shape[0] > 1 and strides[0] != 1:
             problems.append((f"{name}.stride(0)", strides[0], "1 (contiguous)"))
-        if want_ndim == 2 and shape[1] > 1 and strides[1] != 1:
-            problems.append((f"{name}.stride(-1)", strides[1], "1 (contiguous rows)"))
+        if want_ndim == 2 and shape[-1] > 1 and strides[-1] != 1:
+            problems.append((f"{name}.stride(-1)", strides[-1], "1 (contiguous rows)"))
+        if want_ndim == 2 and dense_rows and not _dense(shape, strides):
+            problems.append((
+                f"{name}.stride()", strides,
+                f"those of a contiguous table (rows at a pitch of their width {shape[-1]}: the kernel "
+                f"addresses row i at i * {name}.shape[-1]; a column-sliced table needs .contiguous())",
+            ))
     return problems
 
 
@@ -83,7 +117,7 @@ def check_metadata_dtype_device(ctx: CheckContext) -> Optional[Finding]:
     problems: list[tuple[str, Any, str]] = []
     tensors = batch.index_tensors()
     for name, t in tensors.items():
-        problems.extend(_layout_problems(name, t))
+        problems.extend(_layout_problems(name, t, batch.page_table_rows_contiguous and name.endswith("page_table")))
     swa_map = ctx.swa_pool.full_to_swa if ctx.swa_pool is not None else None
     if swa_map is not None:
         if not is_int_dtype(swa_map):
@@ -109,6 +143,8 @@ def check_metadata_dtype_device(ctx: CheckContext) -> Optional[Finding]:
         ):
             problems.append(("kv_cache.device", ctx.kv_cache.device, ref_device))
         for name, t in tensors.items():
+            if batch.metadata_copied and name in batch.index_tensors():
+                continue  # staged by the API (a wrapper's plan): any device
             if not same_device(device_name(t), ref_device):
                 problems.append((f"{name}.device", device_name(t), ref_device))
     if not problems:

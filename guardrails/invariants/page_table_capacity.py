@@ -1,7 +1,8 @@
 """``page-table-capacity``: every request's page-table row holds all its pages.
 
-Statement: ``ceil(seq_lens[i] / page_size) <= page_table.shape[1]`` (and
-``swa_page_table.shape[1]``) for every request. The CSR form has no counterpart.
+Statement: ``ceil(seq_lens[i] / page_size) <= page_table.shape[-1]`` (and
+``swa_page_table.shape[1]``) for every request (a 3-D ``[batch_size, 2, max_pages]``
+table: each of its K and V rows). The CSR form has no counterpart.
 
 Source: the H200 xqa measurement: a ``seq_len`` longer than its page-table row returned
 wrong attention without crashing.
@@ -29,7 +30,8 @@ INVARIANT = Invariant(
         "CSR bound kv_indptr[-1] <= kv_indices.shape[0] is part of cu-seqlens-monotone)."
     ),
     level=Level.VALUES,
-    source=H200_XQA_MEASUREMENT + " (seq_len longer than the page-table row)",
+    source=H200_XQA_MEASUREMENT,
+    measured="a seq_len longer than its page-table row: xqa returned wrong attention without crashing",
     cause=(
         "the page table was sliced to the pages of a shorter length (max_seq_len "
         "from capture, a previous step, or before the speculative tokens were added)"
@@ -50,7 +52,8 @@ def check_page_table_capacity(ctx: CheckContext) -> Optional[Finding]:
     if seq_lens is None:
         return None
     for name, page_size in _tables(ctx):
-        width = shape_of(getattr(ctx.batch, name))[1]
+        shape = shape_of(getattr(ctx.batch, name))
+        width, axis = shape[-1], len(shape) - 1  # [bs, W] or [bs, 2, W] (separate K and V ids)
         bad = [i for i, s in enumerate(seq_lens) if pages_needed(s, page_size) > width]
         if bad:
             i = bad[0]
@@ -60,7 +63,7 @@ def check_page_table_capacity(ctx: CheckContext) -> Optional[Finding]:
                     f"seq_lens[{i}]": seq_lens[i],
                     "page_size": page_size,
                     f"ceil(seq_lens[{i}] / page_size)": pages_needed(seq_lens[i], page_size),
-                    f"{name}.shape[1]": width,
+                    f"{name}.shape[{axis}]": width,
                     "requests that overflow their row": len(bad),
                 },
             )

@@ -32,12 +32,13 @@ INVARIANT = Invariant(
     cause=(
         "a ragged batch (speculative draft-extend with per-request accept lengths) "
         "reached a decode kernel that reshapes q as [batch_size, q_len_per_req, ...]; "
-        "rows shift into the wrong requests and xqa returns wrong numbers silently"
+        "rows shift into the wrong requests"
     ),
     fix=(
         "send ragged batches to the context/prefill kernel, or pad every request to "
         "q_len_per_req tokens before the decode kernel"
     ),
+    measured="on an H200, xqa returned wrong numbers without crashing",
 )
 
 

@@ -9,8 +9,9 @@ installed library's real signature once, at patch time), and gives
   and pays the full check (pydantic models + catalog) only for a new layout.
 * :meth:`~LaunchSpec.value_refs`: the index tensors whose contents the ``values``
   checks read; their :func:`~runtime_checks.launch_memo.version_key` (identity,
-  ``_version``, data pointer, shape) is the content key, so 60 layers that share one
-  step's metadata pay for one device-to-host copy.
+  ``_version``, data pointer, shape, in-place refills: :mod:`runtime_checks.refills`)
+  is the content key, so 60 layers that share one step's metadata pay for one
+  device-to-host copy.
 * :meth:`~LaunchSpec.describe`: the :class:`~guardrails.AttentionBatch` and
   :class:`~guardrails.PagedKVCache` the catalog checks.
 
@@ -108,7 +109,12 @@ class LaunchSpec:
         raise NotImplementedError
 
     def remember(self, ns: Mapping[str, Any], batch: AttentionBatch | None) -> None:
-        """Called after a checked launch of a :attr:`REMEMBERS` spec (a wrapper's ``plan``)."""
+        """Called after a checked launch of a :attr:`REMEMBERS` spec (a wrapper's ``plan``),
+        before the call runs."""
+
+    def after(self, ns: Mapping[str, Any]) -> None:
+        """Called once the call of a :attr:`REMEMBERS` spec remembered above has
+        returned (a wrapper's ``plan`` has written its buffers)."""
 
     #: whether :meth:`remember` must see every launch (the guard then describes each one)
     REMEMBERS = False
@@ -120,8 +126,9 @@ class EntryPoint:
 
     ``module`` is where it is defined (``flashinfer.decode``); ``qualname`` is a
     function name or ``Class.method``; ``aliases`` are the class's
-    ``functools.partialmethod`` aliases of that method (``run_return_lse``), which
-    must be re-pointed at the guarded method.
+    ``functools.partialmethod`` aliases of that method (``run_return_lse``) and its
+    plain aliases (``begin_forward = plan``), which must be re-pointed at the guarded
+    method.
     """
 
     module: str

@@ -13,6 +13,7 @@ from typing import Any
 
 from guardrails.forward_mode import ForwardMode, Kernel
 from guardrails.models import AttentionBatch, PagedKVCache
+from guardrails.tensor_facts import device_name, dtype_name, shape_of, strides_of
 
 from .base import EntryPoint, LaunchSpec, paged_cache
 
@@ -22,6 +23,7 @@ __all__ = [
     "TrtllmContextSpec",
     "TrtllmRaggedDeepseekSpec",
     "TrtllmMlaDecodeSpec",
+    "mla_cache",
 ]
 
 
@@ -41,6 +43,7 @@ def _decode_kernel_batch(ns: Mapping[str, Any], ragged: bool, q_len: int | None,
         max_seq_len_kv=ns["max_seq_len"],
         max_seq_len_q=ns["max_q_len"] if ragged else None,
         q_len_per_req=q_len,
+        page_table_rows_contiguous=True,
     )
 
 
@@ -48,19 +51,25 @@ class TrtllmDecodeSpec(LaunchSpec):
     """``flashinfer.decode.trtllm_batch_decode_with_kv_cache`` (trtllm-gen / xqa decode).
 
     query ``[batch_size * q_len_per_req, num_qo_heads, head_dim]``; kv_cache
-    ``[num_pages, 2, ...]`` or ``(k, v)`` each ``[num_pages, num_kv_heads, page_size,
-    head_dim]`` (HND) / ``[num_pages, page_size, num_kv_heads, head_dim]`` (NHD);
-    block_tables ``[batch_size, max_pages]`` int32; seq_lens ``[batch_size]`` int32
-    (tokens, new ones included); max_seq_len (tokens); q_len_per_req (uniform query
+    ``[num_pages, 1 or 2, ...]`` (1: K and V share the pages) or ``(k, v)`` each
+    ``[num_pages, num_kv_heads, page_size, head_dim]`` (HND) / ``[num_pages, page_size,
+    num_kv_heads, head_dim]`` (NHD); block_tables ``[batch_size, max_pages]`` int32,
+    or ``[batch_size, 2, max_pages]`` (``uses_shared_paged_kv_idx=False``: separate K
+    and V ids), rows at a pitch of their width (the kernel reads ``block_tables.size(-1)``
+    and the data pointer only); seq_lens ``[batch_size]`` int32 (tokens, new ones
+    included; 0 on a padding row); max_seq_len (tokens); q_len_per_req (uniform query
     rows per request; ``None`` with ``cum_seq_lens_q`` ``[batch_size + 1]`` int32 and
-    ``max_q_len`` for a ragged launch, FlashInfer >= 0.6).
+    ``max_q_len`` for a ragged launch, FlashInfer >= 0.6). A block-sparse launch
+    (``enable_block_sparse_attention``: per-KV-head tables) is not described.
     """
 
     TENSORS = ("query", "block_tables", "seq_lens", "cum_seq_lens_q", "kv_cache")
     INDEX_TENSORS = ("block_tables", "seq_lens", "cum_seq_lens_q")
-    SCALARS = ("max_seq_len", "q_len_per_req", "max_q_len", "kv_layout")
+    SCALARS = ("max_seq_len", "q_len_per_req", "max_q_len", "kv_layout", "enable_block_sparse_attention")
 
     def describe(self, ns):
+        if ns["enable_block_sparse_attention"]:
+            return None, paged_cache(ns["kv_cache"], ns["kv_layout"])
         ragged = ns["cum_seq_lens_q"] is not None and not ns["q_len_per_req"]
         q_len = None if ragged else (ns["q_len_per_req"] or 1)
         batch = _decode_kernel_batch(ns, ragged, q_len, query=ns["query"])
@@ -70,16 +79,22 @@ class TrtllmDecodeSpec(LaunchSpec):
 class TrtllmContextSpec(LaunchSpec):
     """``flashinfer.prefill.trtllm_batch_context_with_kv_cache`` (trtllm-gen context).
 
-    query ``[cum_seq_lens_q[-1], num_qo_heads, head_dim]``; kv_cache as the decode
-    kernel; block_tables ``[batch_size, max_pages]`` int32; seq_lens ``[batch_size]``
-    int32; max_q_len / max_kv_len (tokens); batch_size (requests: SGLang #21649
-    passed the DP-padded value); cum_seq_lens_q / cum_seq_lens_kv ``[batch_size + 1]``
-    int32 prefix sums of query and KV lengths.
+    query ``[cum_seq_lens_q[-1], num_qo_heads, head_dim]``; kv_cache and block_tables
+    as the decode kernel; seq_lens ``[batch_size]`` int32; max_q_len / max_kv_len
+    (tokens); batch_size (requests: SGLang #21649 passed the DP-padded value);
+    cum_seq_lens_q ``[batch_size + 1]`` int32 query token offsets; causal.
+
+    cum_seq_lens_kv (``[batch_size + 1]`` int32) is not read as token offsets: the
+    paged-KV context kernel takes each request's KV length from ``seq_lens`` (the
+    trtllm-gen ``KernelParams``: "ptrSeqLensKv ... Required by pagedKv kernels") and
+    its pages from the block table, and FlashInfer's own paged prefill wrapper hands it
+    the page-granular ``_paged_kv_indptr_buf`` there (flashinfer/prefill.py), as vLLM
+    does with ``paged_kv_indptr_prefill_gpu``. It is left out of the checks.
     """
 
-    TENSORS = ("query", "block_tables", "seq_lens", "cum_seq_lens_q", "cum_seq_lens_kv", "kv_cache")
-    INDEX_TENSORS = ("block_tables", "seq_lens", "cum_seq_lens_q", "cum_seq_lens_kv")
-    SCALARS = ("max_q_len", "max_kv_len", "batch_size", "kv_layout")
+    TENSORS = ("query", "block_tables", "seq_lens", "cum_seq_lens_q", "kv_cache")
+    INDEX_TENSORS = ("block_tables", "seq_lens", "cum_seq_lens_q")
+    SCALARS = ("max_q_len", "max_kv_len", "batch_size", "kv_layout", "causal")
 
     def describe(self, ns):
         batch = AttentionBatch(
@@ -90,9 +105,10 @@ class TrtllmContextSpec(LaunchSpec):
             page_table=ns["block_tables"],
             seq_lens=ns["seq_lens"],
             cu_seqlens_q=ns["cum_seq_lens_q"],
-            cu_seqlens_kv=ns["cum_seq_lens_kv"],
             max_seq_len_q=ns["max_q_len"],
             max_seq_len_kv=ns["max_kv_len"],
+            causal=None if ns["causal"] is None else bool(ns["causal"]),
+            page_table_rows_contiguous=True,
         )
         return batch, paged_cache(ns["kv_cache"], ns["kv_layout"])
 
@@ -146,20 +162,22 @@ class TrtllmMlaDecodeSpec(LaunchSpec):
         rows = q.shape[0] * (q.shape[1] if q.dim() == 4 else 1)
         q_len = None if ragged else (q.shape[1] if q.dim() == 4 else 1)
         batch = _decode_kernel_batch(ns, ragged, q_len, batch_size=None if ragged else q.shape[0], num_query_rows=rows)
-        kv = ns["kv_cache"]
-        cache = None
-        if kv is not None and kv.dim() in (3, 4):
-            cache = PagedKVCache(
-                num_pages=kv.shape[0],
-                page_size=kv.shape[-2],
-                num_kv_heads=1,
-                head_dim=kv.shape[-1],
-                layout="NHD",
-                device=str(kv.device),
-                dtype=str(kv.dtype).removeprefix("torch."),
-                head_dim_stride=kv.stride()[-1],
-            )
-        return batch, cache
+        return batch, mla_cache(ns["kv_cache"])
+
+
+def mla_cache(kv: Any) -> PagedKVCache | None:
+    """The sizes of an MLA latent cache (one KV head): ``[num_pages, page_size,
+    head_dim]`` or ``[num_pages, 1, page_size, head_dim]``; of a ``(ckv, kpe)`` pair its
+    first tensor. ``None`` for no cache or another rank."""
+    if isinstance(kv, (tuple, list)):
+        kv = kv[0] if kv else None
+    if kv is None or len(shape_of(kv)) not in (3, 4):
+        return None
+    shape, strides = shape_of(kv), strides_of(kv)
+    return PagedKVCache(
+        num_pages=shape[0], page_size=shape[-2], num_kv_heads=1, head_dim=shape[-1], layout="NHD",
+        device=device_name(kv), dtype=dtype_name(kv), head_dim_stride=strides[-1] if strides else None,
+    )
 
 
 ENTRY_POINTS: tuple[EntryPoint, ...] = (

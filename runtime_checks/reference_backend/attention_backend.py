@@ -66,11 +66,8 @@ def guard_level() -> Level:
     it can be flipped in a running process): ``SHAPES`` when the variable is unset (shapes
     are always checked by default), ``VALUES`` for ``values``, and ``OFF`` only when it is
     set to ``off`` (or empty) explicitly (how ``examples/serve_loop.py`` measures the
-    guard's cost). Read by :meth:`guardrails.config.GuardConfig.from_env`.
-
-    Raises:
-        GuardConfigError: ``FMHA_GUARD`` (or ``FMHA_GUARD_ACTION``) holds an unknown value
-            (a ``ValueError``).
+    guard's cost). Read by :meth:`guardrails.config.GuardConfig.from_env`: an unknown
+    value fails closed (``SHAPES``) with one :class:`guardrails.errors.FmhaGuardConfigWarning`.
     """
     return GuardConfig.from_env(default_level=Level.SHAPES).level
 

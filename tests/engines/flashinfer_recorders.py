@@ -37,6 +37,7 @@ from typing import Any, Callable
 
 import torch
 
+from . import faults
 from .kernel_calls import LOG
 
 #: FlashInfer modules whose public functions and classes are the FMHA entry points
@@ -373,6 +374,7 @@ def _entry_wrapper(qualname: str, function: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         if LOG.called_from_library():
             return function(*args, **kwargs)
+        args, kwargs = faults.apply(qualname, signature, args, kwargs, LOG.phase)  # FMHA_KIT_FAULT
         if signature is not None:
             try:
                 bound_args = signature.bind(*args, **kwargs)

@@ -35,6 +35,9 @@ def snapshot() -> dict[str, Any] | None:
             out[name] = value
         elif isinstance(value, (set, frozenset)):
             out[name] = set(value)
+    totals = getattr(state, "totals", None)  # counters kept per entry point, summed here
+    if callable(totals):
+        out.update({k: v for k, v in totals().items() if isinstance(v, int)})
     return out
 
 
@@ -75,4 +78,19 @@ def guard_status() -> dict[str, Any]:
         "action": getattr(state, "action", None),
         "totals": {k: (sorted(map(str, v)) if isinstance(v, set) else v)
                    for k, v in (snapshot() or {}).items()},
+        "entries": per_entry_point(),
     }
+
+
+def per_entry_point() -> dict[str, dict[str, Any]] | None:
+    """``STATE``'s counters of each guarded entry point, by its name
+    (``flashinfer.decode.BatchDecodeWithPagedKVCacheWrapper.run``: launches, memo hits,
+    violations, internal errors, unchecked calls); ``None`` without per-entry counters."""
+    entries = getattr(_state(), "entries", None)
+    if not isinstance(entries, dict):
+        return None
+    out = {}
+    for name, counters in entries.items():
+        as_dict = getattr(counters, "as_dict", None)
+        out[name] = as_dict() if callable(as_dict) else dict(vars(counters))
+    return out

@@ -341,6 +341,52 @@ def install(sglang_version: str) -> dict[str, str]:
     return dict(INSTALLED)
 
 
+def attribute_guard_checks() -> list[str]:
+    """Let each entry a recorder logs carry what the runtime guard did for that call.
+
+    The guard wraps the recorder in place (it patches ``sgl_kernel.flash_attn.X`` and the
+    modules re-exporting it), so its checks run before the recorder logs the entry. Each
+    guarded recorder is wrapped once more, outside the guard, like FlashInfer's entry
+    points are (``flashinfer_recorders._entry_wrapper``): the entry logged during the call
+    gets the change of the guard's counters (``tests.engines.guard_probe``). The wrapper
+    keeps ``__fmha_guard__`` (the guard does not wrap it again). Call it after the guard is
+    installed; without a guard it does nothing. Returns the qualified names wrapped.
+    """
+    import functools
+
+    from . import guard_probe
+
+    wrappers: dict[int, Callable] = {}
+
+    def attributed(guarded: Callable) -> Callable:
+        @functools.wraps(guarded)
+        def call(*args, **kwargs):
+            before = guard_probe.snapshot()
+            first = len(LOG.entries)
+            try:
+                return guarded(*args, **kwargs)
+            finally:
+                if len(LOG.entries) > first:
+                    LOG.entries[first].guard = guard_probe.delta(before)
+
+        call.__cpu_kit_attributed__ = True
+        return call
+
+    roots = {qualname.split(".")[0] for qualname in INSTALLED}
+    done = []
+    for name, module in list(sys.modules.items()):
+        if name.split(".")[0] not in roots or not isinstance(module, types.ModuleType):
+            continue
+        for attr, value in list(vars(module).items()):
+            if getattr(value, "__fmha_guard__", None) is None or getattr(value, "__cpu_kit_attributed__", False):
+                continue
+            if id(value) not in wrappers:
+                wrappers[id(value)] = attributed(value)
+                done.append(f"{name}.{attr}")
+            setattr(module, attr, wrappers[id(value)])
+    return done
+
+
 #: ``torch.library.register_fake("sgl_kernel::...")`` calls dropped (the op does not exist
 #: without the extension; SGLang registers fake impls for sgl_kernel's ops at import)
 DROPPED_FAKE_REGISTRATIONS: list[str] = []

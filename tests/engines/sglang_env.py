@@ -172,6 +172,7 @@ def bootstrap(version: str, capability: tuple[int, int] = (9, 0)) -> Path:
     # before any SGLang module runs `from flashinfer import ...` / `from sgl_kernel import ...`
     kernel_recorders.install(version)
     flashinfer_recorders.install()
+    kernel_recorders.attribute_guard_checks()  # the guard (if armed) fired at `import flashinfer`
     _refuse_engine_jit()
     import runtime_checks
     import guardrails

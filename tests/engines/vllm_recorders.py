@@ -155,6 +155,9 @@ def make_entry_recorder(qualname: str, original: Callable, fake: Callable | None
 
     @functools.wraps(original)
     def wrapper(*args, **kwargs):
+        from . import faults
+
+        args, kwargs = faults.apply(qualname, signature, args, kwargs, CONTEXT.get("graph", "eager"))  # FMHA_KIT_FAULT
         arguments = _bind(signature, args, kwargs)
         if method:
             arguments.pop("self", None)
@@ -469,3 +472,38 @@ def install_triton_launch_log() -> bool:
     run.__fmha_recorder__ = "triton"
     cls.run = run
     return True
+
+
+# --------------------------------------------------------------------------- Python signatures
+
+#: the Python entry points' parameter lists, identical in vLLM 0.33.0 and 0.34.0 (read from
+#: the published wheels: ``vllm/vllm_flash_attn/flash_attn_interface.py``, where
+#: ``DEFAULT_FA_VERSION = 2``, and ``vllm/third_party/flashmla/flash_mla_interface.py``).
+#: Stand-ins for tests that run where no vLLM is extracted (build recorders with
+#: ``kernel_recorders.recorder``); ``tests/test_kernel_specs_beyond_flashinfer.py``
+#: compares them with the extracted sources when those are there.
+PYTHON_SIGNATURES: dict[str, str] = {
+    "vllm.vllm_flash_attn.flash_attn_interface.flash_attn_varlen_func": (
+        "q, k, v, max_seqlen_q, cu_seqlens_q, max_seqlen_k, cu_seqlens_k=None, seqused_k=None, "
+        "q_v=None, dropout_p=0.0, softmax_scale=None, causal=False, window_size=None, softcap=0.0, "
+        "alibi_slopes=None, deterministic=False, return_attn_probs=False, block_table=None, "
+        "return_softmax_lse=False, out=None, scheduler_metadata=None, q_descale=None, k_descale=None, "
+        "v_descale=None, num_splits=0, output_scale=None, fa_version=2, s_aux=None, cp_world_size=1, "
+        "cp_rank=0, cp_tot_seqused_k=None, mask_mod=None, block_sparse_tensors=None, aux_tensors=None, "
+        "aux_tensor_leading_dims=None, dynamic_causal=None, gather_kv_indices=None, "
+        "gather_kv_valid_length=None"),
+    "vllm.vllm_flash_attn.flash_attn_interface.get_scheduler_metadata": (
+        "batch_size, max_seqlen_q, max_seqlen_k, num_heads_q, num_heads_kv, headdim, cache_seqlens, "
+        "qkv_dtype=torch.bfloat16, headdim_v=None, cu_seqlens_q=None, cu_seqlens_k_new=None, "
+        "cache_leftpad=None, page_size=None, max_seqlen_k_new=0, causal=False, window_size=(-1, -1), "
+        "has_softcap=False, num_splits=0, pack_gqa=None, sm_margin=0"),
+    "vllm.third_party.flashmla.flash_mla_interface.get_mla_metadata": "*args, **kwargs",
+    "vllm.third_party.flashmla.flash_mla_interface.flash_mla_with_kvcache": (
+        "q, k_cache, block_table, cache_seqlens, head_dim_v, tile_scheduler_metadata, num_splits=None, "
+        "softmax_scale=None, causal=False, is_fp8_kvcache=False, indices=None, attn_sink=None, "
+        "extra_k_cache=None, extra_indices_in_kvcache=None, topk_length=None, extra_topk_length=None, "
+        "out=None, enable_batch_invariant=False"),
+    "vllm.third_party.flashmla.flash_mla_interface.flash_attn_varlen_func": (
+        "q, k, v, cu_seqlens_qo, cu_seqlens_kv, max_seqlen_qo, max_seqlen_kv, dropout_p=0.0, "
+        "softmax_scale=None, causal=False, deterministic=False, is_varlen=True"),
+}
