@@ -254,7 +254,12 @@ FAULTS: list[tuple[str, str, Callable[[TokenPool], dict[str, Any]], "str | tuple
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
+    parser.add_argument("--paths", default=",".join(PATHS), help="comma-separated subset of: " + ", ".join(PATHS))
     args = parser.parse_args(argv)
+    chosen = [p for p in args.paths.split(",") if p]
+    unknown = sorted(set(chosen) - set(PATHS))
+    if unknown:
+        parser.error(f"unknown path(s) {unknown}; known: {list(PATHS)}")
     import flashinfer
 
     import runtime_checks
@@ -265,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
                               "flashinfer": flashinfer.__version__, "paths": {}, "faults": []}
     unguarded: dict[str, torch.Tensor] = {}
     for name, path in PATHS.items():
+        if name not in chosen:
+            continue
         try:
             unguarded[name] = path(pool).clone()
             report["paths"][name] = {"ran": True}
@@ -282,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:
             entry["guarded_error"] = f"{type(exc).__name__}: {exc}"[:2000]
     for path_name, fault, build, expected in FAULTS:
+        if path_name not in chosen:
+            continue
         row: dict[str, Any] = {"path": path_name, "fault": fault, "expected": expected}
         if path_name not in unguarded:
             row["skipped"] = "path did not run unguarded"
