@@ -26,6 +26,7 @@ through. :mod:`runtime_checks.guard_report` says at exit what each entry point d
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -82,6 +83,18 @@ def internal_error(entry_name: str, exc: BaseException, counters: EntryCounters 
         )
 
 
+class _Nesting(threading.local):
+    """Per thread: 1 while a guarded entry point runs its original. A guarded entry point
+    called from inside another (on SM90 ``trtllm_batch_decode_with_kv_cache`` calls
+    ``xqa_batch_decode_with_kv_cache``; a wrapper's ``forward`` calls its ``run``) is the
+    same launch, already checked by the outer one: it passes straight through."""
+
+    depth = 0
+
+
+_nesting = _Nesting()
+
+
 def make_guard(entry: EntryPoint, original: Callable[..., Any]) -> Callable[..., Any]:
     """A wrapper of ``original`` (a function, or a plain function taking ``self`` for a
     method) that checks the launch at ``STATE.level`` and then calls ``original``.
@@ -113,6 +126,8 @@ def make_guard(entry: EntryPoint, original: Callable[..., Any]) -> Callable[...,
 
     @functools.wraps(original)
     def guarded(*args: Any, **kwargs: Any) -> Any:
+        if _nesting.depth:  # called by another guarded entry point, which checked this launch
+            return original(*args, **kwargs)
         level = STATE.level
         planned = None
         if level and counters.active:
@@ -131,13 +146,16 @@ def make_guard(entry: EntryPoint, original: Callable[..., Any]) -> Callable[...,
                 internal_error(name, exc, counters)
         elif level:
             counters.unchecked += 1
-        if planned is None:
-            return original(*args, **kwargs)
-        result = original(*args, **kwargs)
-        try:  # what the call left behind (a wrapper's planned buffers), for its later runs
-            spec.after(planned)
-        except Exception as exc:
-            internal_error(name, exc, counters)
+        _nesting.depth = 1
+        try:
+            result = original(*args, **kwargs)
+        finally:
+            _nesting.depth = 0
+        if planned is not None:
+            try:  # what the call left behind (a wrapper's planned buffers), for its later runs
+                spec.after(planned)
+            except Exception as exc:
+                internal_error(name, exc, counters)
         return result
 
     guarded.__fmha_guard__ = entry  # type: ignore[attr-defined]

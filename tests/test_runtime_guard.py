@@ -467,3 +467,28 @@ def test_capture_skips_value_checks_and_replay_checks_refilled_buffers(fake_grap
     configure("shapes")
     graph.replay()  # shapes level: replay is not checked
     assert FakeGraph.replays == before + 1
+
+
+def test_a_guarded_entry_point_called_by_another_is_checked_once():
+    # On SM90 FlashInfer's trtllm_batch_decode_with_kv_cache calls the guarded
+    # xqa_batch_decode_with_kv_cache: one launch, checked by the outer entry point only.
+    entry = ENTRIES[DECODE]
+    inner_calls = []
+
+    @functools.wraps(real(entry))
+    def inner_stub(*args, **kwargs):
+        inner_calls.append(1)
+        return LAUNCHED
+
+    inner = make_guard(entry, inner_stub)
+
+    @functools.wraps(real(entry))
+    def outer_stub(*args, **kwargs):
+        return inner(*args, **kwargs)
+
+    outer = make_guard(entry, outer_stub)
+    kw = decode_kwargs(small_case([1, 1], [5, 9]))
+    before = STATE.launches
+    assert outer(**kw) == LAUNCHED and inner_calls == [1]
+    assert STATE.launches - before == 1
+    assert inner(**kw) == LAUNCHED and STATE.launches - before == 2  # called directly, it is checked
