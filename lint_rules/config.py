@@ -13,7 +13,18 @@ default here, each extended by its own ``extra-*`` key in ``setup.cfg``
 - ``extra-pool-attributes``: the model runner's swappable KV pool (GR002, GR102);
 - ``extra-swap-points``: ``self.<pool> = model_runner.<pool>`` aliases kept current (GR002);
 - ``extra-immutable-pool-facts``: pool facts a swap never changes (GR002);
-- ``extra-swap-aware-markers``: names that show a resolver handles the swap (GR002, GR102).
+- ``extra-padded-counts``: names of CUDA-graph-padded counts, vLLM profile (GR001, GR101);
+- ``extra-padding-calls``: calls that return a padded count, vLLM profile (GR001, GR101);
+- ``extra-swap-aware-markers``: names that show a resolver handles the swap (GR002, GR102);
+- ``extra-mode-planners``: planning paths run for every forward mode (GR010);
+- ``extra-graph-mode-planners``: planning paths run for the CUDA-graph modes (GR010);
+- ``extra-token-slot-sources`` / ``extra-page-table-args`` / ``extra-page-table-positional`` /
+  ``extra-page-size-names``: token-slot attributes, page-table arguments, page-size names (GR006);
+- ``extra-swa-allocator-types`` / ``extra-allocator-names`` / ``extra-swa-translators``: the
+  allocator, and the full->SWA maps only the kernel's pool may answer (GR011);
+- ``extra-graph-capture-methods`` / ``extra-graph-replay-methods`` / ``extra-graph-shared-methods``:
+  CUDA-graph capture, replay, and shared ``if in_capture:`` metadata methods (GR004, GR008);
+- ``extra-cumulative-arrays``: non-decreasing offset arrays (``cu_seqlens``, ``indptr``) (GR009).
 
 ::
 
@@ -35,8 +46,10 @@ Rule selection lives in the same section::
 ``--ignore`` replace them); ``per-path-ignores`` maps a glob, matched against the path
 relative to the config file's directory (a glob without ``/`` also matches the file
 name alone), to codes. In ``pyproject.toml`` it is a table:
-``per-path-ignores = {"tests/*" = ["GR001"]}``. Any other key is a :class:`ConfigError`
-that names the file, the section and the key.
+``per-path-ignores = {"tests/*" = ["GR001"]}``. ``profile = sglang | vllm | auto`` picks
+the engine whose names the rules expect (:mod:`lint_rules.engine_profile`; ``auto``, the
+default, decides per file from the engine packages it imports). Any other key is a
+:class:`ConfigError` that names the file, the section and the key.
 
 Each file gets the configuration of the nearest ``pyproject.toml`` / ``setup.cfg`` with
 an fmha-guard section above it (:class:`ConfigResolver`, one lookup per directory), or
@@ -111,10 +124,44 @@ DEFAULT_REPLAN_CALLS: tuple[str, ...] = (
 #: draft worker's swap (SGLang #27491's ``_resolve_swa_kv_pool``): not stale state.
 DEFAULT_SWAP_AWARE_MARKERS: tuple[str, ...] = ("is_frozen_kv_mtp", "token_to_kv_pool_allocator")
 
-#: Kernel keyword arguments that never carry a batch extent: per-head scale factors
-#: (``k_descale = layer.k_scale.expand(bs, heads)`` is broadcast, not indexed by request)
-#: and boolean switches (``enable_lean=policy(bs)`` picks a code path, sizes nothing).
-DEFAULT_IGNORED_KERNEL_ARGS: tuple[str, ...] = ("*scale*", "enable_*", "use_*", "is_*")
+#: Kernel keyword arguments that never carry a batch extent: scalar or per-head scale
+#: factors (``softmax_scale``, ``bmm1_scale``, ``k_scale``) and boolean switches
+#: (``enable_lean=policy(bs)`` picks a code path, sizes nothing). FlashAttention's
+#: ``q_descale`` / ``k_descale`` / ``v_descale`` are *not* among them: FA3/FA4 check their
+#: first dimension against the batch that ``cu_seqlens_q`` implies (``(batch_size,
+#: num_heads_k)``), so one sized from a padded batch is rejected (SGLang #37785; vLLM
+#: sizes them from ``cu_seqlens_q.shape[0] - 1``).
+DEFAULT_IGNORED_KERNEL_ARGS: tuple[str, ...] = (
+    "scale",
+    "*_scale",
+    "*_scale_*",
+    "*scale_factor*",
+    "enable_*",
+    "use_*",
+    "is_*",
+)
+
+#: Names of padded counts (vLLM profile, GR001 / GR101): CUDA-graph padding pads the
+#: token count to a captured size (``num_input_tokens``: "number of tokens including
+#: padding") and, for full graphs, the request count (``num_reqs_padded``), while the
+#: metadata the kernel reads holds ``num_actual_tokens`` / ``num_reqs`` (vLLM #25265,
+#: #28579, #34187). A read ``<metadata>.<name>`` or a parameter so named is a padded size.
+DEFAULT_PADDED_COUNTS: tuple[str, ...] = (
+    "num_input_tokens",
+    "num_tokens_padded",
+    "num_reqs_padded",
+    "num_tokens_after_padding",
+    "num_padded_tokens",
+    "num_padded_reqs",
+    "num_padded_decodes",
+    "num_decodes_padded",
+    "padded_num_tokens",
+    "padded_num_reqs",
+)
+
+#: Calls whose result is a CUDA-graph-padded count (vLLM 0.10-0.12 builders:
+#: ``num_input_tokens = self.vllm_config.pad_for_cudagraph(num_decodes)``) (GR001, GR101).
+DEFAULT_PADDING_CALLS: tuple[str, ...] = ("pad_for_cudagraph", "pad_for_cudagraphs")
 
 #: Methods of an attention backend that run once per layer at forward time.
 DEFAULT_FORWARD_METHODS: tuple[str, ...] = ("forward", "forward_*", "_forward_*")
@@ -130,6 +177,11 @@ DEFAULT_PLANNING_METHODS: tuple[str, ...] = (
     "*_metadata_*",
     "_apply_*",
     "_build_*",
+    # vLLM's attention metadata builders (``*MetadataBuilder.build``, ``_build_decode``,
+    # ``build_for_cudagraph_capture``): they size the metadata, never launch a kernel
+    "build",
+    "build_*",
+    "*cudagraph*",
 )
 
 #: Kernels that assume one uniform ``q_len_per_req`` for every request of the batch (GR003).
@@ -142,6 +194,19 @@ DEFAULT_DECODE_KERNELS: tuple[str, ...] = (
     "_run_fixed_q_len_decode",
     "*_fixed_q_len_*",
 )
+
+#: Planning paths that run for every forward mode (GR010): one method, or ``a+b``, a path
+#: made of two methods run one after the other (SGLang 0.5.13+: ``init_forward_metadata``
+#: defaults to ``_out_graph`` + ``_in_graph``).
+DEFAULT_MODE_PLANNERS: tuple[str, ...] = (
+    "init_forward_metadata",
+    "init_forward_metadata_out_graph+init_forward_metadata_in_graph",
+)
+
+#: Planning paths that run only for the CUDA-graph modes (DECODE, IDLE, TARGET_VERIFY,
+#: draft extend) before a capture (GR010). Replay runs no Python forward code: a state
+#: test there never happens, so replay planners are not paths.
+DEFAULT_GRAPH_MODE_PLANNERS: tuple[str, ...] = ("init_forward_metadata_capture_cuda_graph",)
 
 #: Attributes of the model runner that name the KV pool a draft worker may swap.
 DEFAULT_POOL_ATTRIBUTES: tuple[str, ...] = ("token_to_kv_pool",)
@@ -174,6 +239,52 @@ DEFAULT_IMMUTABLE_POOL_FACTS: tuple[str, ...] = (
     "layer_num",
     "start_layer",
     "end_layer",
+)
+
+
+#: Attributes holding token-slot indices (KV-pool slot per token, not page ids): SGLang's
+#: ``req_to_token`` rows and ``out_cache_loc``, vLLM's ``slot_mapping`` (GR006).
+DEFAULT_TOKEN_SLOT_SOURCES: tuple[str, ...] = ("req_to_token", "out_cache_loc", "slot_mapping")
+
+#: Keyword arguments that take a page table / block table in page units (GR006):
+#: FA3 / FlashInfer ``page_table``, FlashMLA ``block_table``, trtllm ``block_tables``.
+DEFAULT_PAGE_TABLE_ARGS: tuple[str, ...] = ("page_table", "block_table", "block_tables")
+
+#: ``function:index`` pairs: a positional argument that takes a page table (GR006).
+DEFAULT_PAGE_TABLE_POSITIONAL: tuple[str, ...] = ("make_local_attention_virtual_batches:3",)
+
+#: Names of the page size: ``x // <one of these>`` converts token slots to page ids (GR006).
+DEFAULT_PAGE_SIZE_NAMES: tuple[str, ...] = ("page_size", "*_page_size", "block_size", "*_block_size", "PAGE_SIZE")
+
+#: Allocator types whose ``isinstance`` test does not tell what the kernel's pool is (GR011).
+DEFAULT_SWA_ALLOCATOR_TYPES: tuple[str, ...] = ("*SWA*Allocator*",)
+
+#: Names of the KV allocator (an object other than the pool the kernel reads, GR011).
+DEFAULT_ALLOCATOR_NAMES: tuple[str, ...] = ("*allocator*",)
+
+#: Token-level full->SWA maps: only the pool the kernel reads may answer them (GR011).
+DEFAULT_SWA_TRANSLATORS: tuple[str, ...] = ("translate_loc_from_full_to_swa", "full_to_swa_index_mapping")
+
+#: CUDA-graph capture-time metadata builders: SGLang's legacy capture method, vLLM's
+#: ``build_for_cudagraph_capture`` (GR004, GR008).
+DEFAULT_GRAPH_CAPTURE_METHODS: tuple[str, ...] = (
+    "init_forward_metadata_capture_cuda_graph",
+    "build_for_cudagraph_capture",
+)
+
+#: CUDA-graph replay-time metadata updaters (SGLang's legacy replay method) (GR004, GR008).
+DEFAULT_GRAPH_REPLAY_METHODS: tuple[str, ...] = ("init_forward_metadata_replay_cuda_graph",)
+
+#: One method for both paths, split by an ``if in_capture:`` flag (SGLang >= 0.5.13) (GR004, GR008).
+DEFAULT_GRAPH_SHARED_METHODS: tuple[str, ...] = ("init_forward_metadata_out_graph",)
+
+#: Cumulative (non-decreasing) offset arrays: a padded tail must repeat the last value (GR009).
+DEFAULT_CUMULATIVE_ARRAYS: tuple[str, ...] = (
+    "*cu_seqlens*",
+    "*cu_seq_lens*",
+    "*indptr*",
+    "*query_start_loc*",
+    "*num_splits*",
 )
 
 
@@ -220,6 +331,24 @@ class LintConfig:
     pool_attributes: tuple[str, ...] = DEFAULT_POOL_ATTRIBUTES
     swap_points: tuple[str, ...] = DEFAULT_SWAP_POINTS
     immutable_pool_facts: tuple[str, ...] = DEFAULT_IMMUTABLE_POOL_FACTS
+    padded_counts: tuple[str, ...] = DEFAULT_PADDED_COUNTS
+    padding_calls: tuple[str, ...] = DEFAULT_PADDING_CALLS
+    #: Which engine's names the rules expect (:mod:`lint_rules.engine_profile`): ``sglang``,
+    #: ``vllm``, or ``auto`` (per file, from the engine packages it imports).
+    profile: str = "auto"
+    mode_planners: tuple[str, ...] = DEFAULT_MODE_PLANNERS
+    graph_mode_planners: tuple[str, ...] = DEFAULT_GRAPH_MODE_PLANNERS
+    token_slot_sources: tuple[str, ...] = DEFAULT_TOKEN_SLOT_SOURCES
+    page_table_args: tuple[str, ...] = DEFAULT_PAGE_TABLE_ARGS
+    page_table_positional: tuple[str, ...] = DEFAULT_PAGE_TABLE_POSITIONAL
+    page_size_names: tuple[str, ...] = DEFAULT_PAGE_SIZE_NAMES
+    swa_allocator_types: tuple[str, ...] = DEFAULT_SWA_ALLOCATOR_TYPES
+    allocator_names: tuple[str, ...] = DEFAULT_ALLOCATOR_NAMES
+    swa_translators: tuple[str, ...] = DEFAULT_SWA_TRANSLATORS
+    graph_capture_methods: tuple[str, ...] = DEFAULT_GRAPH_CAPTURE_METHODS
+    graph_replay_methods: tuple[str, ...] = DEFAULT_GRAPH_REPLAY_METHODS
+    graph_shared_methods: tuple[str, ...] = DEFAULT_GRAPH_SHARED_METHODS
+    cumulative_arrays: tuple[str, ...] = DEFAULT_CUMULATIVE_ARRAYS
     select: tuple[str, ...] | None = None
     ignore: tuple[str, ...] | None = None
     per_path_ignores: tuple[tuple[str, tuple[str, ...]], ...] = ()
@@ -242,6 +371,18 @@ class LintConfig:
     is_pool_attribute = _NameTest("pool_attributes")
     is_swap_point = _NameTest("swap_points")
     is_immutable_pool_fact = _NameTest("immutable_pool_facts")
+    is_padded_count = _NameTest("padded_counts")
+    is_padding_call = _NameTest("padding_calls")
+    is_token_slot_source = _NameTest("token_slot_sources")
+    is_page_table_arg = _NameTest("page_table_args")
+    is_page_size_name = _NameTest("page_size_names")
+    is_swa_allocator_type = _NameTest("swa_allocator_types")
+    is_allocator_name = _NameTest("allocator_names")
+    is_swa_translator = _NameTest("swa_translators")
+    is_graph_capture_method = _NameTest("graph_capture_methods")
+    is_graph_replay_method = _NameTest("graph_replay_methods")
+    is_graph_shared_method = _NameTest("graph_shared_methods")
+    is_cumulative_array = _NameTest("cumulative_arrays")
 
     def __post_init__(self) -> None:
         for f in fields(self):  # lists from callers become tuples (hashable, picklable)
@@ -296,7 +437,7 @@ class LintConfig:
         return cls(**values)
 
 
-_SELECTION_KEYS = ("select", "ignore", "per-path-ignores")
+_SELECTION_KEYS = ("select", "ignore", "per-path-ignores", "profile")
 #: ``extra-kernel-calls`` -> ``kernel_calls``: one key per name-list field.
 _KEYS = {
     f"extra-{f.name.replace('_', '-')}": f.name
@@ -322,6 +463,16 @@ def _split(value: object, where: str) -> list[str]:
 
 def _codes(value: object, where: str) -> tuple[str, ...]:
     return tuple(normalize_code(n) for n in _split(value, where))
+
+
+#: The values of the ``profile`` key (see :mod:`lint_rules.engine_profile`).
+PROFILES = ("auto", "sglang", "vllm")
+
+
+def _profile(value: object, where: str) -> str:
+    if not isinstance(value, str) or value.strip().lower() not in PROFILES:
+        raise ConfigError(f"{where}: expected one of {', '.join(PROFILES)}, got {value!r}")
+    return value.strip().lower()
 
 
 def _per_path(value: object, where: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
@@ -359,6 +510,9 @@ def _from_mapping(section: dict[str, object], origin: str, name: str, base_dir: 
             continue
         if norm == "per-path-ignores":
             selection["per_path_ignores"] = _per_path(value, where)
+            continue
+        if norm == "profile":
+            selection["profile"] = _profile(value, where)
             continue
         field_name = _KEYS.get(norm)
         if field_name is None:

@@ -130,6 +130,33 @@ _FROM_IMPORT = re.compile(r"^[ \t]*from[ \t]+[\w.]+[ \t]+import[ \t]*(\([^)]*\)|
 _ALIAS = re.compile(r"\b(\w+)\s+as\s+(\w+)")
 
 
+def _bound_function(value: cst.BaseExpression) -> str | None:
+    """The last name of ``f`` / ``pkg.mod.f`` / ``partial(f, ...)`` / ``functools.partial(f, ...)``."""
+    if isinstance(value, cst.Call) and callee_name(value) == "partial" and value.args and value.args[0].keyword is None:
+        value = value.args[0].value
+    if isinstance(value, cst.Name):
+        return value.value
+    if isinstance(value, cst.Attribute):
+        return value.attr.value
+    return None
+
+
+def module_aliases(module: cst.Module, matters: Callable[[str], bool]) -> dict[str, str]:
+    """``alias -> function`` for top-level ``alias = pkg.mod.function`` (or a ``partial`` of
+    it) where the function's name matters to the rules and the alias's own does not."""
+    found: dict[str, str] = {}
+    for stmt in module.body:
+        if not isinstance(stmt, cst.SimpleStatementLine):
+            continue
+        for small in stmt.body:
+            if isinstance(small, cst.Assign) and len(small.targets) == 1 and isinstance(small.targets[0].target, cst.Name):
+                alias = small.targets[0].target.value
+                real = _bound_function(small.value)
+                if real is not None and real != alias and matters(real) and not matters(alias):
+                    found[alias] = real
+    return found
+
+
 class CalleeNames:
     """Called names with ``from M import f as g`` aliases resolved to ``f``.
 
@@ -163,10 +190,14 @@ class CalleeNames:
         )
         self._methods = methods
         self._qualified: Mapping[cst.CSTNode, object] | None = None
+        #: module-level ``kernel = flashinfer.prefill.trtllm_...`` / ``= partial(f, ...)``
+        self.assigned: dict[str, str] = module_aliases(module, matters)
 
     def name(self, call: cst.Call) -> str | None:
         """The called function's own name (the import alias resolved), else :func:`callee_name`."""
         name = callee_name(call)
+        if name is not None and isinstance(call.func, cst.Name) and name in self.assigned:
+            return self.assigned[name]
         if name is None or name not in self.aliases or not isinstance(call.func, cst.Name):
             return name
         if self._qualified is None:

@@ -133,8 +133,18 @@ AfterIfHook = Callable[[cst.If, FlowState, FlowState], FlowState]
 CallSummary = Callable[[cst.Call, FlowState], "list[bool] | None"]
 
 
+#: Methods that put their arguments into the container they are called on.
+CONTAINER_MUTATORS = frozenset({"update", "append", "extend", "insert", "setdefault", "add"})
+
+
 class FlowWalker:
-    """Walks a statement list in order, keeping :class:`FlowState` up to date."""
+    """Walks a statement list in order, keeping :class:`FlowState` up to date.
+
+    With ``track_containers``, a local container takes the taint of what is stored into
+    it: ``kwargs["k_descale"] = k_descale`` or ``kwargs.update(k_descale=k_descale)``
+    taints ``kwargs`` (so ``kernel(**kwargs)`` carries it; SGLang's FA3 backend builds its
+    kernel arguments so). It only adds taint: storing a clean value never clears it.
+    """
 
     def __init__(
         self,
@@ -142,11 +152,22 @@ class FlowWalker:
         on_statement: StatementHook,
         after_if: AfterIfHook | None = None,
         call_summary: CallSummary | None = None,
+        *,
+        track_containers: bool = False,
     ) -> None:
         self.classify = classify
         self.on_statement = on_statement
         self.after_if = after_if
         self.call_summary = call_summary
+        self.track_containers = track_containers
+
+    def _store(self, container: cst.BaseExpression, value: cst.CSTNode, state: FlowState, stmt: cst.CSTNode) -> FlowState:
+        """``container[...] = value`` / ``container.update(value)``: a local name holding a
+        tainted value is tainted from here on."""
+        if not isinstance(container, cst.Name) or container.value in state.tainted:
+            return state
+        origin = self._origin(value, state, stmt)
+        return state.bind([container.value], True, origin) if origin else state
 
     def _bind_target(
         self, target: cst.BaseExpression, value: cst.BaseExpression, state: FlowState, stmt: cst.CSTNode
@@ -210,6 +231,20 @@ class FlowWalker:
             state = self._visit(stmt, state)
             for t in stmt.targets:
                 state = self._bind_target(t.target, stmt.value, state, stmt)
+                if self.track_containers and isinstance(t.target, cst.Subscript):
+                    state = self._store(t.target.value, stmt.value, state, stmt)
+            return state
+        if (
+            self.track_containers
+            and isinstance(stmt, cst.Expr)
+            and isinstance(stmt.value, cst.Call)
+            and isinstance(stmt.value.func, cst.Attribute)
+            and stmt.value.func.attr.value in CONTAINER_MUTATORS
+        ):
+            state = self._visit(stmt, state)
+            call = stmt.value
+            for arg in call.args:
+                state = self._store(call.func.value, arg.value, state, stmt)  # type: ignore[union-attr]
             return state
         if isinstance(stmt, cst.AnnAssign):
             state = self._visit(stmt, state)

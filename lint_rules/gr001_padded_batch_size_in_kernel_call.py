@@ -5,14 +5,17 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
+from functools import cached_property
 
 import libcst as cst
 
-from .backend_scope import iter_backend_classes, iter_methods
+from .backend_scope import has_backend_class_text, iter_backend_classes, iter_methods
 from .cst_analysis import iter_calls, keyword_arg
 from .dataflow import Classifier, FlowState, FlowWalker, Verdict, taint_chain, tainted_parts
+from .engine_profile import SGLANG, VLLM, engines_for, module_engines_for, padded_words
 from .finding import Evidence
 from .forward_batch_facts import forward_batch_params, is_batch_size_read
+from .padded_count_facts import is_padded_count_read, padded_params
 from .helper_summary import HelperSummaries
 from .rule import Finding, LintRule, ModuleContext, Replacement
 from .rule_info import Invalid, Valid
@@ -40,23 +43,51 @@ def _evidence(
     return steps
 
 
+#: Attributes of a (padded) tensor that carry no extent: ``torch.ones((1,), device=q.device)``.
+TENSOR_FACTS = frozenset({"device", "dtype", "layout", "ndim", "is_cuda", "itemsize", "element_size"})
+
+#: The message of a finding whose padded size is a CUDA-graph-padded count (vLLM profile).
+VLLM_MESSAGE = (
+    "CUDA-graph-padded count reaches an FMHA kernel (vLLM #25265, #28579; "
+    "the metadata holds `num_actual_tokens` / `num_reqs`):"
+)
+
+
 class PaddedBatchSizeInKernelCall(LintRule):
-    """A DP-padded `forward_batch.batch_size` reaches an FMHA kernel at forward time.
+    """A padded size (DP: `forward_batch.batch_size`; CUDA graph: `num_input_tokens`) reaches an FMHA kernel.
 
     ## What it does
     In an attention backend's forward-time methods (`forward_extend`, `forward_decode`,
-    `_forward_*`), flags a kernel-call argument whose value is derived from
-    `forward_batch.batch_size`: the attribute itself, a local alias
-    (`bs = forward_batch.batch_size`), arithmetic on it, or a tensor sized or sliced by
-    it (`out = torch.empty(bs, ...)`). Metadata planners (`init_forward_metadata*`,
-    CUDA-graph metadata methods) are not forward-time code. A dominating guard that
+    `_forward_*`; vLLM: `*AttentionImpl.forward`, `forward_mqa`, `_forward_decode`),
+    flags a kernel-call argument whose value is derived from a padded count: the
+    attribute itself, a local alias (`bs = forward_batch.batch_size`), arithmetic on it,
+    a tensor sized or sliced by it (`out = torch.empty(bs, ...)`,
+    `k_descale = layer.k_scale.expand((bs, heads))`), a local dict of kernel arguments
+    that holds one (`kwargs["k_descale"] = k_descale; kernel(**kwargs)`), or a `self`
+    helper's result derived from it. The padded counts are SGLang's DP-padded
+    `forward_batch.batch_size` and, in the vLLM profile (`profile = "vllm"`, or `auto`
+    on a file importing vLLM), CUDA-graph-padded counts (`padded-counts`:
+    `attn_metadata.num_input_tokens`, `num_reqs_padded`, ...; `padding-calls`:
+    `pad_for_cudagraph(n)`), as against `num_actual_tokens` / `num_reqs`. Metadata
+    planners (`init_forward_metadata*`, CUDA-graph metadata methods; vLLM's
+    `*MetadataBuilder.build`, `_build_decode`, `build_for_cudagraph_capture`) are not
+    forward-time code. A dominating guard that
     re-plans or raises when the sizes disagree
     (`if metadata.batch_size < forward_batch.batch_size: self.init_forward_metadata(forward_batch)`)
     makes later uses safe. The value is followed into `self` helper methods (two
     levels): a call `self._helper(..., batch_size=bs)` whose helper hands that
     parameter on to a kernel is reported at the call site, under the calling method's
-    symbol. Kernels are recognized by name, import aliases resolved
-    (`from flashinfer.prefill import trtllm_batch_context_with_kv_cache as context_kernel`).
+    symbol. Kernels are recognized by name (FA3/FA4 `flash_attn_with_kvcache`,
+    `flash_attn_varlen_func` from `sgl_kernel`, `sglang.kernels.ops.attention` or
+    `vllm_flash_attn`; FlashMLA `flash_mla_with_kvcache`; FlashInfer's trtllm / xqa entry
+    points), import aliases resolved
+    (`from flashinfer.prefill import trtllm_batch_context_with_kv_cache as context_kernel`,
+    through libcst's `QualifiedNameProvider`), module attributes (`P.trtllm_...(...)`
+    after `import flashinfer.prefill as P`) and module-level aliases
+    (`context_kernel = flashinfer.prefill.trtllm_batch_context_with_kv_cache`, or a
+    `functools.partial` of it). FA3's `q_descale` / `k_descale` / `v_descale` are batch
+    extents (FA checks them against the batch `cu_seqlens_q` implies); scalar scales
+    (`softmax_scale`, `bmm1_scale`, `k_scale`) are not.
 
     Autofix (`--fix` / `--diff`): where the flagged call also passes
     `cum_seq_lens_q=X`, `batch_size=` becomes `X.shape[0] - 1`, with `X` as written; the
@@ -71,10 +102,13 @@ class PaddedBatchSizeInKernelCall(LintRule):
     in `TRTLLMHAAttnBackend.forward_extend`.
 
     ## Known problems
-    The value is followed through local names, both arms of an `if`, loops and `self`
-    helpers two levels deep; not through attributes of other objects, containers
-    filled elsewhere, or functions of other modules. A guard counts only when it
-    re-plans (`extra-replan-calls`) or raises.
+    The value is followed through local names, both arms of an `if`, loops, local
+    containers filled in the method, and `self` helpers two levels deep; not through
+    attributes of other objects, containers filled elsewhere, or functions of other
+    modules. A guard counts only when it re-plans (`extra-replan-calls`) or raises.
+    In the vLLM profile only counts *named* as padded are sources: the padded rows of
+    `query` / `output` (`num_input_tokens` of them) are not followed, as vLLM passes them
+    on deliberately (kernels read `query_start_loc` / `slot_mapping`).
 
     ## Example
     ```python
@@ -100,10 +134,17 @@ class PaddedBatchSizeInKernelCall(LintRule):
     - `extra-ignored-kernel-args`: kernel keywords that carry no batch extent.
     - `extra-forward-methods` / `extra-planning-methods`: which methods run at forward time.
     - `extra-replan-calls`: calls after which the metadata matches the batch.
+    - `profile`: `sglang`, `vllm` or `auto` (default: per file, from the engine it imports).
+    - `extra-padded-counts` / `extra-padding-calls`: the vLLM profile's padded counts.
 
     ## References
     - [SGLang #21649](https://github.com/sgl-project/sglang/pull/21649): the trtllm
       context kernel takes its batch size from `cu_seqlens_q`.
+    - [SGLang #37785](https://github.com/sgl-project/sglang/pull/37785) (open): FA3's
+      k/v descale sized from `forward_batch.batch_size` inside `prepare_paged_mha_query`.
+    - [vLLM #25265](https://github.com/vllm-project/vllm/pull/25265),
+      [#28579](https://github.com/vllm-project/vllm/pull/28579): CUDA-graph padding
+      applied after the metadata was built; pad before building it.
     """
 
     CODE = "GR001"
@@ -204,6 +245,52 @@ class PaddedBatchSizeInKernelCall(LintRule):
                     return trtllm_batch_decode_with_kv_cache(query=q[:bs])
             """
         ),
+        Valid(  # SGLang #37785's fix: the descale batch comes from cu_seqlens_q
+            """
+            class FlashAttentionBackend(AttentionBackend):
+                def prepare_paged_mha_query(self, q, layer, *, logical_batch_size, kv_head_num):
+                    k_descale = layer.k_scale.expand((logical_batch_size, kv_head_num))
+                    return q, k_descale
+
+                def forward_extend(self, q, k, v, layer, forward_batch):
+                    metadata = self.forward_metadata
+                    q, k_descale = self.prepare_paged_mha_query(
+                        q, layer, logical_batch_size=metadata.cu_seqlens_q.shape[0] - 1, kv_head_num=layer.tp_k_head_num
+                    )
+                    kwargs = {}
+                    kwargs["k_descale"] = k_descale
+                    return flash_attn_with_kvcache(q=q, cu_seqlens_q=metadata.cu_seqlens_q, softmax_scale=layer.scaling, **kwargs)
+            """
+        ),
+        Valid(  # vLLM: sized from the unpadded metadata (FlashAttentionImpl.forward)
+            """
+            from vllm.v1.attention.backend import AttentionImpl
+
+            class FlashAttentionImpl(AttentionImpl):
+                def forward(self, layer, query, key, value, kv_cache, attn_metadata, output=None):
+                    num_actual_tokens = attn_metadata.num_actual_tokens
+                    flash_attn_varlen_func(
+                        q=query[:num_actual_tokens],
+                        k=kv_cache[0],
+                        v=kv_cache[1],
+                        out=output[:num_actual_tokens],
+                        cu_seqlens_q=attn_metadata.query_start_loc,
+                        seqused_k=attn_metadata.seq_lens,
+                        block_table=attn_metadata.block_table,
+                    )
+                    return output
+            """
+        ),
+        Valid(  # vLLM: a builder pads for the captured decode wrapper (planning code)
+            """
+            from vllm.v1.attention.backends.utils import AttentionMetadataBuilder
+
+            class FlashInferMetadataBuilder(AttentionMetadataBuilder):
+                def build(self, common_prefix_len, common_attn_metadata, fast_build=False):
+                    num_input_tokens = self.vllm_config.pad_for_cudagraph(common_attn_metadata.num_reqs)
+                    return self._plan(self.paged_kv_indptr[: num_input_tokens + 1])
+            """
+        ),
         Valid(  # not an attention backend
             """
             class Scheduler:
@@ -253,6 +340,56 @@ class PaddedBatchSizeInKernelCall(LintRule):
                     return context_kernel(query=q, batch_size=forward_batch.batch_size)
             """,
             line=5,
+        ),
+        Invalid(  # the kernel under a module-level alias
+            """
+            import flashinfer.prefill
+
+            context_kernel = flashinfer.prefill.trtllm_batch_context_with_kv_cache
+
+            class TRTLLMHAAttnBackend(AttentionBackend):
+                def forward_extend(self, q, k, v, layer, forward_batch):
+                    return context_kernel(query=q, batch_size=forward_batch.batch_size)
+            """,
+            line=7,
+        ),
+        Invalid(  # SGLang 0.5.23 FlashAttentionBackend.forward_extend (open SGLang #37785)
+            """
+            class FlashAttentionBackend(AttentionBackend):
+                def prepare_paged_mha_query(self, q, layer, *, logical_batch_size, kv_head_num):
+                    k_descale = v_descale = None
+                    if layer.k_scale is not None:
+                        descale_shape = (logical_batch_size, kv_head_num)
+                        k_descale = layer.k_scale.expand(descale_shape)
+                        v_descale = layer.v_scale.expand(descale_shape)
+                    return q, k_descale, v_descale
+
+                def forward_extend(self, q, k, v, layer, forward_batch):
+                    q, fa_k_descale, fa_v_descale = self.prepare_paged_mha_query(
+                        q, layer, logical_batch_size=forward_batch.batch_size, kv_head_num=layer.tp_k_head_num
+                    )
+                    kwargs = {}
+                    if fa_k_descale is not None:
+                        kwargs["k_descale"] = fa_k_descale
+                        kwargs["v_descale"] = fa_v_descale
+                    return flash_attn_with_kvcache(
+                        q=q, cu_seqlens_q=self.forward_metadata.cu_seqlens_q, softmax_scale=layer.scaling, **kwargs
+                    )
+            """,
+            line=19,
+        ),
+        Invalid(  # vLLM: a CUDA-graph-padded count sizes the kernel's query
+            """
+            from vllm.v1.attention.backend import AttentionImpl
+
+            class FlexAttentionImpl(AttentionImpl):
+                def forward(self, layer, query, key, value, kv_cache, attn_metadata, output=None):
+                    num_tokens = attn_metadata.num_input_tokens
+                    return flash_attn_varlen_func(
+                        q=query[:num_tokens], cu_seqlens_q=attn_metadata.query_start_loc, out=output
+                    )
+            """,
+            line=7,
         ),
         Invalid(  # through a local alias and arithmetic
             """
@@ -304,19 +441,41 @@ class PaddedBatchSizeInKernelCall(LintRule):
         ),
     ]
 
+    def words(self) -> tuple[str, ...]:
+        return self.WORDS
+
+    @cached_property
+    def _padded_words(self) -> tuple[str, ...]:
+        return padded_words(self.config.padded_counts + self.config.padding_calls)
+
+    def wants(self, source: str) -> bool:
+        """SGLang: the file names ``forward_batch`` and ``batch_size``; vLLM profile: it
+        names a padded count (``num_input_tokens``, ...); either way, a backend class."""
+        engines = engines_for(self.config.profile, source)
+        sglang = SGLANG in engines and all(w in source for w in self.WORDS)
+        vllm = VLLM in engines and any(w in source for w in self._padded_words)
+        return (sglang or vllm) and has_backend_class_text(source, self.config.profile)
+
     def check(self, ctx: ModuleContext) -> Iterable[Finding]:
         findings: list[Finding] = []
-        for cls in iter_backend_classes(ctx.module):
+        vllm = VLLM in module_engines_for(self.config.profile, ctx.module)
+        sglang = SGLANG in module_engines_for(self.config.profile, ctx.module)
+        for cls in iter_backend_classes(ctx.module, self.config.profile):
             methods = {fn.name.value: fn for fn in iter_methods(cls)}
-            helpers = HelperSummaries(methods, lambda fn: self._classifier(fn, helpers), ctx.callee)
+            helpers = HelperSummaries(
+                methods,
+                lambda fn: self._classifier(fn, helpers, vllm=vllm, sglang=sglang),
+                ctx.callee,
+                track_containers=True,
+            )
             per_method: dict[str, list[Finding]] = {}
             #: method name -> guard state at each forward-time `self.<method>(...)` call
             call_sites: dict[str, list[bool]] = defaultdict(list)
             for fn in methods.values():
                 if not self.config.is_forward_method(fn.name.value):
                     continue
-                if forward_batch_params(fn):
-                    per_method[fn.name.value] = self._check_method(ctx, fn, helpers, call_sites)
+                if (sglang and forward_batch_params(fn)) or (vllm and self._names_padded_count(ctx, fn)):
+                    per_method[fn.name.value] = self._check_method(ctx, fn, helpers, call_sites, vllm, sglang)
             for name, found in per_method.items():
                 sites = call_sites.get(name, [])
                 if name.startswith("_") and sites and all(sites):
@@ -324,22 +483,41 @@ class PaddedBatchSizeInKernelCall(LintRule):
                 findings.extend(found)
         return findings
 
-    @staticmethod
+    def _names_padded_count(self, ctx: ModuleContext, fn: cst.FunctionDef) -> bool:
+        """The method's text names a padded count (cheap, before its tree is walked)."""
+        text = ctx.method_text(fn)
+        return any(w in text for w in self._padded_words)
+
     def _classifier(
-        fn: cst.FunctionDef, helpers: HelperSummaries, *, reads_forward_batch: bool = True
+        self,
+        fn: cst.FunctionDef,
+        helpers: HelperSummaries,
+        *,
+        reads_forward_batch: bool = True,
+        vllm: bool = False,
+        sglang: bool = True,
     ) -> Classifier:
-        """Sources: ``forward_batch.batch_size`` reads (unless ``reads_forward_batch`` is
-        off: inside a helper only its tainted parameters count) and ``self`` helpers whose
-        result carries one. Comparisons are flags, not sizes."""
-        holders = forward_batch_params(fn) if reads_forward_batch else frozenset()
+        """Sources: ``forward_batch.batch_size`` reads (SGLang), padded-count reads
+        (vLLM profile: ``attn_metadata.num_input_tokens``, a ``num_reqs_padded``
+        parameter) -- unless ``reads_forward_batch`` is off: inside a helper only its
+        tainted parameters count -- and ``self`` helpers whose result carries one.
+        Comparisons are flags, not sizes."""
+        holders = forward_batch_params(fn) if reads_forward_batch and sglang else frozenset()
+        is_padded = self.config.is_padded_count
+        padded = vllm and reads_forward_batch
+        params = padded_params(fn, is_padded) if padded else frozenset()
 
         def classify(node: cst.CSTNode, state: FlowState) -> Verdict:
             if holders and is_batch_size_read(node, holders):
+                return "source"
+            if padded and is_padded_count_read(node, is_padded, params, self.config.is_padding_call):
                 return "source"
             if isinstance(node, cst.Comparison) or (
                 isinstance(node, cst.UnaryOperation) and isinstance(node.operator, cst.Not)
             ):
                 return "clean"  # `bs <= 8` is a policy flag, not a size
+            if isinstance(node, cst.Attribute) and node.attr.value in TENSOR_FACTS:
+                return "clean"  # `q.device`: where the tensor lives, not how many rows it has
             if isinstance(node, cst.Call):
                 summary = helpers.summarize(node, state, classify)
                 if summary is not None:
@@ -348,15 +526,38 @@ class PaddedBatchSizeInKernelCall(LintRule):
 
         return classify
 
+    def _report(
+        self,
+        ctx: ModuleContext,
+        anchor: cst.CSTNode,
+        fn: cst.FunctionDef,
+        detail: str,
+        chain: Sequence[cst.CSTNode],
+        replacement: Replacement | None,
+        evidence: list[Evidence],
+    ) -> Finding:
+        """A finding; its message names the padding its source comes from (DP padding:
+        ``forward_batch.batch_size``; else a CUDA-graph-padded count, vLLM profile)."""
+        cuda_graph = bool(chain) and is_padded_count_read(
+            chain[0], self.config.is_padded_count, padded_params(fn, self.config.is_padded_count), self.config.is_padding_call
+        )
+        if not cuda_graph and (forward_batch_params(fn) or not chain):
+            return self.finding(ctx, anchor, fn, detail, replacement, evidence)
+        found = self.finding(ctx, anchor, fn, detail, None, evidence)
+        detail = detail.replace("(e.g. `cu_seqlens_q.shape[0] - 1`)", "(`num_actual_tokens`, `query_start_loc.shape[0] - 1`)")
+        return replace(found, message=f"{VLLM_MESSAGE} {detail}")
+
     def _check_method(
         self,
         ctx: ModuleContext,
         fn: cst.FunctionDef,
         helpers: HelperSummaries,
         call_sites: dict[str, list[bool]],
+        vllm: bool = False,
+        sglang: bool = True,
     ) -> list[Finding]:
         findings: list[Finding] = []
-        classify = self._classifier(fn, helpers)
+        classify = self._classifier(fn, helpers, vllm=vllm, sglang=sglang)
 
         def on_statement(node: cst.CSTNode, state: FlowState) -> FlowState | None:
             calls = list(iter_calls(node))
@@ -372,7 +573,7 @@ class PaddedBatchSizeInKernelCall(LintRule):
                 kernel = ctx.callee(call)
                 if kernel is None or not self.config.is_kernel_call(kernel):
                     if helpers.helper_of(call) is not None:
-                        findings.extend(self._helper_sinks(ctx, fn, call, state, classify, helpers))
+                        findings.extend(self._helper_sinks(ctx, fn, call, state, classify, helpers, vllm))
                     continue
                 tainted = self._tainted_kernel_args(call, state, classify)
                 if tainted:
@@ -381,16 +582,19 @@ class PaddedBatchSizeInKernelCall(LintRule):
                         f"{shown} passed to `{kernel}()`; take the size from the metadata "
                         "the kernel reads (e.g. `cu_seqlens_q.shape[0] - 1`)."
                     )
-                    evidence = _evidence(
-                        ctx, fn, taint_chain(tainted[0].value, state, classify), tainted, [("kernel", call, f"{kernel}()")]
-                    )
-                    findings.append(self.finding(ctx, tainted[0], fn, detail, self._fix(call), evidence))
+                    chain = taint_chain(tainted[0].value, state, classify)
+                    evidence = _evidence(ctx, fn, chain, tainted, [("kernel", call, f"{kernel}()")])
+                    findings.append(self._report(ctx, tainted[0], fn, detail, chain, self._fix(call), evidence))
             return None
 
-        holders = forward_batch_params(fn)
+        holders = forward_batch_params(fn) if sglang else frozenset()
+        is_padded = self.config.is_padded_count
+        params = padded_params(fn, is_padded) if vllm else frozenset()
 
         def size_read(node: cst.CSTNode, _: FlowState) -> Verdict:
-            return "source" if is_batch_size_read(node, holders) else None
+            if holders and is_batch_size_read(node, holders):
+                return "source"
+            return "source" if vllm and is_padded_count_read(node, is_padded, params, self.config.is_padding_call) else None
 
         def after_if(stmt: cst.If, before: FlowState, after: FlowState) -> FlowState:
             # `if metadata.batch_size < forward_batch.batch_size: <re-plan or raise>`
@@ -399,7 +603,11 @@ class PaddedBatchSizeInKernelCall(LintRule):
             return after
 
         walker = FlowWalker(
-            classify, on_statement, after_if, call_summary=lambda c, st: helpers.summarize(c, st, classify)
+            classify,
+            on_statement,
+            after_if,
+            call_summary=lambda c, st: helpers.summarize(c, st, classify),
+            track_containers=True,
         )
         walker.run(fn.body.body if isinstance(fn.body, cst.IndentedBlock) else fn.body.body, FlowState())
         return findings
@@ -420,6 +628,7 @@ class PaddedBatchSizeInKernelCall(LintRule):
         state: FlowState,
         classify: Classifier,
         helpers: HelperSummaries,
+        vllm: bool = False,
     ) -> list[Finding]:
         """``self._helper(..., batch_size=bs)`` whose body hands ``batch_size`` to a kernel.
 
@@ -442,7 +651,7 @@ class PaddedBatchSizeInKernelCall(LintRule):
             classify,
             sink_args,
             lambda c: config.is_replan_call(ctx.callee(c) or ""),
-            param_classifier=lambda helper: self._classifier(helper, helpers, reads_forward_batch=False),
+            param_classifier=lambda helper: self._classifier(helper, helpers, reads_forward_batch=False, vllm=vllm),
         )
         if not sinks:
             return []
@@ -458,7 +667,7 @@ class PaddedBatchSizeInKernelCall(LintRule):
         )
         chain = taint_chain(walker_args[0].value, state, classify) if walker_args else ()
         evidence = _evidence(ctx, fn, chain, walker_args, [("via", call, f"{via} -> `{first.kernel}()` as {inner_args}")])
-        return [self.finding(ctx, anchor, fn, detail, evidence=evidence)]
+        return [self._report(ctx, anchor, fn, detail, chain, None, evidence)]
 
     @staticmethod
     def _replans_or_raises(ctx: ModuleContext, body: cst.BaseSuite) -> bool:

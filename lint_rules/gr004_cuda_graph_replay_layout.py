@@ -125,6 +125,8 @@ class CudaGraphReplayLayout(LintRule):
     ## Options
     - `extra-forward-methods`, `extra-planning-methods`, `extra-decode-kernels`: which
       forward methods route draft extend to a decode kernel (see GR003).
+    - `extra-graph-capture-methods`, `extra-graph-replay-methods`,
+      `extra-graph-shared-methods`: the CUDA-graph metadata methods of each path.
 
     ## References
     - [SGLang #21987](https://github.com/sgl-project/sglang/pull/21987): trtllm_mla
@@ -264,17 +266,32 @@ class CudaGraphReplayLayout(LintRule):
             methods = {fn.name.value: fn for fn in iter_methods(cls)}
             writes: list[_Write] = []
             for name, fn in methods.items():
-                if matches(name, self.CAPTURE_METHODS):
+                if matches(name, self.capture_methods()):
                     self._walk(fn, fn.body, frozenset({CAPTURE}), frozenset(), methods, writes, 0)
-                elif matches(name, self.REPLAY_METHODS):
+                elif matches(name, self.replay_methods()):
                     self._walk(fn, fn.body, frozenset({REPLAY}), frozenset(), methods, writes, 0)
-                elif matches(name, self.OUT_GRAPH_METHODS):
+                elif matches(name, self.shared_methods()):
                     self._walk(fn, fn.body, frozenset({CAPTURE, REPLAY}), frozenset(), methods, writes, 0)
             if writes:
                 routed = routes_draft_extend(methods, ctx)
                 kept = [w for w in _dedupe(writes) if routed or not _is_draft_extend(w.modes)]
                 findings.extend(self._compare(ctx, kept))
         return findings
+
+    # -- which methods are which path (the class defaults plus the config's lists) --
+
+    def capture_methods(self) -> tuple[str, ...]:
+        """Capture-path method names: :attr:`CAPTURE_METHODS` + ``extra-graph-capture-methods``."""
+        return self.CAPTURE_METHODS + self.config.graph_capture_methods
+
+    def replay_methods(self) -> tuple[str, ...]:
+        """Replay-path method names: :attr:`REPLAY_METHODS` + ``extra-graph-replay-methods``."""
+        return self.REPLAY_METHODS + self.config.graph_replay_methods
+
+    def shared_methods(self) -> tuple[str, ...]:
+        """Both-path method names (``if in_capture:`` splits them): :attr:`OUT_GRAPH_METHODS`
+        + ``extra-graph-shared-methods``."""
+        return self.OUT_GRAPH_METHODS + self.config.graph_shared_methods
 
     # -- collecting writes per path --
 
@@ -424,23 +441,32 @@ class CudaGraphReplayLayout(LintRule):
 
     def _compute_per_step_names(self, fn: cst.FunctionDef) -> frozenset[str]:
         names = {p.name.value for p in param_names(fn) if any(m in p.name.value for m in self.PER_STEP_MARKERS)}
-        assigns: list[cst.Assign] = []
+        assigns: list[tuple[cst.Assign, frozenset[str]]] = []
+        guards: list[frozenset[str]] = []
 
         class _Assigns(cst.CSTVisitor):
             def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
                 return node is fn
 
+            def visit_If(self, node: cst.If) -> None:
+                guards.append(_unset_names(node.test))
+
+            def leave_If(self, original_node: cst.If) -> None:
+                guards.pop()
+
             def visit_Assign(self, node: cst.Assign) -> None:
-                assigns.append(node)
+                assigns.append((node, frozenset().union(*guards)))
 
         fn.visit(_Assigns())
         changed = True
         while changed:
             changed = False
-            for a in assigns:
+            for a, unset in assigns:
                 if self._is_per_step(a.value, frozenset(names)):
                     for t in a.targets:
-                        new = set(target_names(t.target)) - names
+                        # `if n <= 0: n = ...item()`: a fallback for an unset value (SGLang
+                        # 0.5.14 infers the draft stride at capture), not what replay reads
+                        new = set(target_names(t.target)) - names - unset
                         if new:
                             names |= new
                             changed = True
@@ -500,6 +526,23 @@ _TENSOR_BUILDERS = ("cumsum", "arange", "full", "full_like", "zeros", "zeros_lik
 def _builds_tensor(node: cst.CSTNode) -> bool:
     value = node.value if isinstance(node, cst.Assign) else node
     return any(callee_name(c) in _TENSOR_BUILDERS for c in iter_calls(value))
+
+
+def _unset_names(test: cst.BaseExpression) -> frozenset[str]:
+    """Names an ``if`` test finds unset: ``n <= 0`` / ``n == 0`` / ``n < 1`` / ``n is None`` / ``not n``."""
+    if isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not) and isinstance(test.expression, cst.Name):
+        return frozenset({test.expression.value})
+    if isinstance(test, cst.Comparison) and isinstance(test.left, cst.Name) and len(test.comparisons) == 1:
+        comp = test.comparisons[0]
+        op, right = comp.operator, comp.comparator
+        if isinstance(op, cst.Is) and isinstance(right, cst.Name) and right.value == "None":
+            return frozenset({test.left.value})
+        if isinstance(right, cst.Integer) and (
+            (isinstance(op, (cst.LessThanEqual, cst.Equal)) and right.value == "0")
+            or (isinstance(op, cst.LessThan) and right.value == "1")
+        ):
+            return frozenset({test.left.value})
+    return frozenset()
 
 
 def _is_draft_extend(modes: frozenset[str]) -> bool:

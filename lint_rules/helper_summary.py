@@ -80,7 +80,12 @@ class HelperSummaries:
         methods: dict[str, cst.FunctionDef],
         make_classifier: Callable[[cst.FunctionDef], Classifier],
         callee: Callable[[cst.Call], str | None] = callee_name,
+        *,
+        track_containers: bool = False,
     ) -> None:
+        """``track_containers``: inside helpers, containers take the taint stored into
+        them (:class:`~lint_rules.dataflow.FlowWalker`)."""
+        self.track_containers = track_containers
         self.methods = methods
         self.make_classifier = make_classifier
         #: names a kernel call (``ModuleContext.callee``: import aliases resolved)
@@ -123,7 +128,12 @@ class HelperSummaries:
                 else:
                     returns.append([walker.is_tainted(value, st)])
 
-        walker = FlowWalker(inner, on_statement, call_summary=lambda c, st: self.summarize(c, st, inner))
+        walker = FlowWalker(
+            inner,
+            on_statement,
+            call_summary=lambda c, st: self.summarize(c, st, inner),
+            track_containers=self.track_containers,
+        )
         walker.run(fn.body.body, FlowState(tainted=tainted))
         if not returns:
             return [False]
@@ -193,6 +203,11 @@ class HelperSummaries:
                     for deeper in self.kernel_sinks(c, st, inner, sink_args, is_replan, param_classifier):
                         sinks.append(KernelSink(deeper.kernel, deeper.args, (name, *deeper.via)))
 
-        walker = FlowWalker(inner, on_statement, call_summary=lambda c, st: self.summarize(c, st, inner))
+        walker = FlowWalker(
+            inner,
+            on_statement,
+            call_summary=lambda c, st: self.summarize(c, st, inner),
+            track_containers=self.track_containers,
+        )
         walker.run(fn.body.body, FlowState(tainted=tainted))
         return sinks

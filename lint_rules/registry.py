@@ -12,6 +12,10 @@ from .gr001_padded_batch_size_in_kernel_call import PaddedBatchSizeInKernelCall
 from .gr002_stale_kv_pool_state import StaleKvPoolState
 from .gr003_draft_extend_routed_to_decode_kernel import DraftExtendRoutedToDecodeKernel
 from .gr004_cuda_graph_replay_layout import CudaGraphReplayLayout
+from .gr008_fresh_tensor_on_graph_metadata import FreshTensorOnGraphMetadata
+from .gr009_cumulative_tail_breaks_monotonicity import CumulativeTailBreaksMonotonicity
+from .gr010_stale_per_mode_state import StalePerModeState
+from .gr006_token_slots_in_page_table import TokenSlotsInPageTable
 from .gr101_forward_batch_size_in_backend import ForwardBatchSizeInBackend
 from .gr102_kv_pool_read_in_init import KvPoolReadInInit
 from .rule import LintRule
@@ -21,6 +25,10 @@ ALL_RULES: tuple[type[LintRule], ...] = (
     StaleKvPoolState,
     DraftExtendRoutedToDecodeKernel,
     CudaGraphReplayLayout,
+    FreshTensorOnGraphMetadata,
+    CumulativeTailBreaksMonotonicity,
+    StalePerModeState,
+    TokenSlotsInPageTable,
     ForwardBatchSizeInBackend,
     KvPoolReadInInit,
 )

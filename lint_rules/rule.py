@@ -19,7 +19,7 @@ from typing import ClassVar, Iterable
 import libcst as cst
 from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
 
-from .backend_scope import BACKEND_CLASS_TEXT, iter_classes, iter_methods
+from .backend_scope import has_backend_class_text, iter_classes, iter_methods
 from .config import LintConfig
 from .cst_analysis import CalleeNames
 from .finding import Evidence, Finding
@@ -211,7 +211,7 @@ class LintRule(RuleInfo):
         """Whether the file can hold a finding: every word, and a backend class if scoped."""
         if not all(w in source for w in self.words()):
             return False
-        return not self.BACKEND_SCOPED or BACKEND_CLASS_TEXT.search(source) is not None
+        return not self.BACKEND_SCOPED or has_backend_class_text(source, self.config.profile)
 
     def check(self, ctx: ModuleContext) -> Iterable[Finding]:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -106,3 +106,38 @@ def test_views_of_persistent_buffers_and_kv_side_scalars_are_fine():
         """,
     )
     assert lint(code) == []
+
+
+def test_a_fallback_for_an_unset_stride_is_no_per_step_value():
+    # sglang 0.5.14 TRTLLMHAAttnBackend._apply_cuda_graph_metadata: the synthetic capture
+    # input leaves num_tokens_per_req unset; the `.item()` fallback runs only then.
+    code = """
+    class TRTLLMHAAttnBackend(AttentionBackend):
+        def init_forward_metadata_out_graph(self, forward_batch, in_capture=False):
+            self._apply_cuda_graph_metadata(forward_batch.batch_size, forward_batch.forward_mode, forward_batch.spec_info)
+
+        def _apply_cuda_graph_metadata(self, bs, forward_mode, spec_info):
+            metadata = self.draft_extend_metadata[bs]
+            if forward_mode.is_draft_extend_v2():
+                num_tokens_per_bs = spec_info.num_tokens_per_req
+                if num_tokens_per_bs <= 0:
+                    num_tokens_per_bs = int(spec_info.num_accept_tokens[:bs].max().item())
+                metadata.max_seq_len_q = num_tokens_per_bs
+    """ + ROUTE
+    assert lint(code) == []
+    # without the guard, the same rebinding reads per-step data at replay
+    assert len(lint(code.replace("if num_tokens_per_bs <= 0:", "if forward_mode.is_draft_extend_v2():"))) == 1
+
+
+def test_graph_method_names_from_the_config():
+    code = legacy_api(
+        "FooBackend",
+        capture="self.forward_metadata = self.graph_metadata[bs]",
+        replay="""
+        metadata = self.graph_metadata[bs]
+        metadata.page_table = torch.zeros(bs, 128)
+        """,
+    ).replace("init_forward_metadata_replay_cuda_graph", "refresh_graph")
+    findings, errors, _ = lint_source("b.py", code, [GR004], LintConfig.extended(graph_replay_methods=["refresh_graph"]))
+    assert errors == [] and len(findings) == 1 and "page_table" in findings[0].message
+    assert lint(code) == []

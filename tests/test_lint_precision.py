@@ -59,14 +59,27 @@ def test_gr001_follows_only_the_tainted_result_of_a_helper():
     assert "block_table=k_descale" in findings[0].message and "q=q" not in findings[0].message
 
 
-def test_gr001_scale_arguments_carry_no_batch_extent():
+def test_gr001_scalar_scale_arguments_carry_no_batch_extent():
+    code = """
+    class TRTLLMHAAttnBackend:
+        def forward_decode(self, q, k, v, layer, forward_batch):
+            bmm1_scale = layer.k_scale * layer.scaling * forward_batch.batch_size
+            return trtllm_batch_decode_with_kv_cache(query=q, bmm1_scale=bmm1_scale, enable_pdl=forward_batch.batch_size > 8)
+    """
+    assert lint(code, GR001) == []
+
+
+def test_gr001_descale_sized_from_the_padded_batch_is_a_batch_extent():
+    # FA3 checks k_descale's shape against (batch implied by cu_seqlens_q, num_heads_k):
+    # sized from forward_batch.batch_size it is rejected under DP padding (SGLang #37785).
     code = """
     class FlashAttentionBackend:
         def forward_decode(self, q, k, v, layer, forward_batch):
             k_descale = layer.k_scale.expand((forward_batch.batch_size, layer.tp_k_head_num))
             return flash_attn_with_kvcache(q=q, k_descale=k_descale)
     """
-    assert lint(code, GR001) == []
+    (finding,) = lint(code, GR001)
+    assert finding.line == 4 and "k_descale=k_descale" in finding.message
 
 
 def test_gr001_raise_guard_makes_later_uses_safe():
